@@ -1,0 +1,40 @@
+# birnn — `make help` lists the targets.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install train test test-full lint bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first, pinned: this takes the CPU wheel instead of a multi-GB CUDA build
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install the project (torch CPU first)
+
+train: $(STAMP)  ## train a BiLSTM tagger on the embedded sample and print its scores
+	$(BIN)/python train.py $(ARGS)
+
+test: $(STAMP)  ## run the default test suite (no network, a few minutes)
+	$(BIN)/python -m pytest -m "not slow and not gpu" $(ARGS)
+
+test-full: $(STAMP)  ## run every test, slow ones included (real data in ../shared/data)
+	$(BIN)/python -m pytest $(ARGS)
+
+lint: $(STAMP)  ## ruff
+	$(BIN)/ruff check src tests scripts train.py
+
+bench: $(STAMP)  ## encoder throughput benchmark -> docs/benchmarks/
+	$(BIN)/python scripts/benchmark.py $(ARGS)
+
+clean:  ## remove run outputs and caches (keeps .venv)
+	rm -rf outputs multirun .pytest_cache .ruff_cache lightning_logs wandb
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,3 @@
+from birnn.encoder import BiRNN
+
+__all__ = ["BiRNN"]

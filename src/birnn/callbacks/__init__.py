@@ -1,0 +1,3 @@
+from birnn.callbacks.report import TrainingReport
+
+__all__ = ["TrainingReport"]

@@ -1,0 +1,12 @@
+from birnn.data.columns import read_column_file, write_column_file
+from birnn.data.datamodule import TaggingDataModule
+from birnn.data.sampler import BucketBatchSampler
+from birnn.data.vocab import Vocab
+
+__all__ = [
+    "BucketBatchSampler",
+    "TaggingDataModule",
+    "Vocab",
+    "read_column_file",
+    "write_column_file",
+]

@@ -1,0 +1,96 @@
+"""CoNLL-style column files.
+
+One token per line, columns separated by any run of whitespace, a blank line between
+sentences, ``-DOCSTART-`` lines skipped, CRLF accepted. Any number of columns; the tag is in
+the last column unless told otherwise. Every line of a file must have the same number of
+columns: a line that differs is reported with its file and line number rather than guessed at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from birnn.errors import DataError
+
+DOCSTART = "-DOCSTART-"
+
+
+def read_column_file(
+    path: str | Path,
+    token_column: int = 0,
+    tag_column: int | None = -1,
+    encoding: str = "utf-8",
+) -> Iterator[dict[str, list[str]]]:
+    """Yield one ``{"tokens": [...], "tags": [...]}`` per sentence of a column file.
+
+    Args:
+        path: the file.
+        token_column: index of the token column (negative counts from the end).
+        tag_column: index of the tag column; ``None`` for unlabelled text (tags are empty).
+        encoding: text encoding; a line that does not decode is reported with its number.
+
+    Raises:
+        DataError: unreadable file, undecodable line, or a line whose column count differs
+            from the file's first token line (file and line number in the message).
+    """
+    path = Path(path)
+    ncols = None
+    tokens: list[str] = []
+    tags: list[str] = []
+    try:
+        handle = path.open("rb")
+    except OSError as e:
+        raise DataError(f"cannot read: {e.strerror}", path) from None
+    with handle:
+        for lineno, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode(encoding)
+            except UnicodeDecodeError as e:
+                raise DataError(
+                    f"not valid {encoding} (byte {raw[e.start]:#04x} at column {e.start + 1})",
+                    path,
+                    lineno,
+                ) from None
+            fields = line.split()
+            if not fields:
+                if tokens:
+                    yield {"tokens": tokens, "tags": tags}
+                    tokens, tags = [], []
+                continue
+            if fields[0] == DOCSTART:
+                continue
+            if ncols is None:
+                ncols = len(fields)
+                _check_columns(ncols, token_column, tag_column, path, lineno)
+            elif len(fields) != ncols:
+                raise DataError(
+                    f"{len(fields)} columns where the file's first token line has {ncols}: "
+                    f"{line.rstrip()!r}",
+                    path,
+                    lineno,
+                )
+            tokens.append(fields[token_column])
+            if tag_column is not None:
+                tags.append(fields[tag_column])
+    if tokens:
+        yield {"tokens": tokens, "tags": tags}
+
+
+def _check_columns(ncols, token_column, tag_column, path, lineno) -> None:
+    for name, index in (("token_column", token_column), ("tag_column", tag_column)):
+        if index is not None and not -ncols <= index < ncols:
+            raise DataError(f"{name}={index} but the line has {ncols} columns", path, lineno)
+    if tag_column is not None and ncols < 2:
+        raise DataError(
+            "one column only: a labelled column file needs a token and a tag column", path, lineno
+        )
+
+
+def write_column_file(path: str | Path, sentences, columns=("tokens", "tags")) -> None:
+    """Write sentences (dicts of equal-length lists) as a space-separated column file."""
+    with Path(path).open("w", encoding="utf-8") as f:
+        for sentence in sentences:
+            for row in zip(*(sentence[c] for c in columns), strict=True):
+                f.write(" ".join(row) + "\n")
+            f.write("\n")

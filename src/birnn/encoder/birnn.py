@@ -1,0 +1,288 @@
+"""A stack of bidirectional RNN layers with a Keras-style merge after every layer.
+
+Each layer runs a forward and a backward RNN over its input and merges the two outputs
+(`concat`, `sum`, `mul`, `ave`, or `none` on the last layer), exactly as stacking Keras
+`Bidirectional(..., merge_mode=...)` layers does. The merged sequence is the next layer's input.
+
+Variable-length batches are exact: the input is packed once, every layer runs on the packed
+data (the backward direction of each sequence starts at its own last token), the merge is
+applied to the packed rows, and the result is padded once at the end. A sequence's outputs
+therefore do not depend on the rest of its batch.
+
+Two implementations compute the same function with the same parameters:
+
+- ``layered``: one single-layer bidirectional ``nn.LSTM/GRU/RNN`` per layer, merge in between.
+  Works for every stack.
+- ``fused``: one ``nn.LSTM/GRU/RNN(num_layers=L, bidirectional=True)`` call (one cuDNN kernel
+  on GPU). Only for stacks that module can express: one cell type and width, and `concat`
+  between layers (the last layer may be `concat` or `none`).
+
+The parameters always live in the per-layer modules (so checkpoints do not depend on the
+implementation); the fused module is a view that shares those very `Parameter` objects.
+``impl="auto"`` picks per call from the input's device; see ``AUTO_FUSED_DEVICES``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from birnn.errors import ConfigError
+
+CELLS: dict[str, type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+MERGES = ("concat", "sum", "mul", "ave", "none")
+IMPLS = ("auto", "fused", "layered")
+
+# Devices on which `impl="auto"` takes the fused module when the stack allows it. On CPU the
+# layer-by-layer stack measured faster than PyTorch's multi-layer module (see the README's
+# Performance section and scripts/benchmark.py); on CUDA the fused call is one cuDNN kernel.
+AUTO_FUSED_DEVICES = frozenset({"cuda"})
+
+Merged = Tensor | tuple[Tensor, Tensor]
+
+
+def merge_pair(forward: Tensor, backward: Tensor, mode: str) -> Merged:
+    """Merge forward and backward outputs (same shape, last dim H) as Keras does.
+
+    Returns a tensor of width 2H (`concat`) or H (`sum`, `mul`, `ave`), or the pair itself
+    (`none`).
+    """
+    if mode == "concat":
+        return torch.cat([forward, backward], dim=-1)
+    if mode == "sum":
+        return forward + backward
+    if mode == "mul":
+        return forward * backward
+    if mode == "ave":
+        return (forward + backward) * 0.5
+    if mode == "none":
+        return forward, backward
+    raise ConfigError(f"merge: unknown mode {mode!r} (valid: {', '.join(MERGES)})")
+
+
+def _per_layer(name: str, value, num_layers: int) -> list:
+    """Expand one value, or check a per-layer list, to `num_layers` entries."""
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        return [value] * num_layers
+    values = list(value)
+    if len(values) != num_layers:
+        raise ConfigError(
+            f"{name}: {len(values)} entries {values} but the stack has {num_layers} layers "
+            "(give one value for all layers, or one per layer)"
+        )
+    return values
+
+
+def _list_length(value) -> int | None:
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        return None
+    return len(value)
+
+
+class BiRNN(nn.Module):
+    """Stacked bidirectional RNN with a merge after every layer.
+
+    Args:
+        input_size: width of the input features.
+        hidden_size: hidden units per direction; one int, or a list with one entry per layer.
+        cell: ``"lstm"``, ``"gru"`` or ``"rnn"`` (tanh); one name or a list per layer.
+        num_layers: number of layers. Default: the length of any per-layer list, else 1.
+        merge: ``"concat"``, ``"sum"``, ``"mul"``, ``"ave"`` or ``"none"``; one mode or a list
+            per layer. ``"none"`` is allowed on the last layer only.
+        dropout: dropout on each layer's merged output before the next layer (not after the
+            last layer, like ``nn.LSTM``'s ``dropout``).
+        impl: ``"auto"``, ``"fused"`` or ``"layered"`` (see the module docstring).
+
+    Attributes:
+        output_size: width of the output per token: 2H for ``concat``, H for the other merges;
+            for ``none``, the width of each of the two returned tensors.
+        fusable: whether one multi-layer PyTorch module can compute this stack.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int | Sequence[int] = 128,
+        cell: str | Sequence[str] = "lstm",
+        num_layers: int | None = None,
+        merge: str | Sequence[str] = "concat",
+        dropout: float = 0.0,
+        impl: str = "auto",
+    ):
+        super().__init__()
+        lengths = {n for n in map(_list_length, (hidden_size, cell, merge)) if n is not None}
+        if num_layers is None:
+            num_layers = max(lengths) if lengths else 1
+        check_int("num_layers", num_layers, minimum=1)
+        check_int("input_size", input_size, minimum=1)
+        self.cells = [str(c).lower() for c in _per_layer("cell", cell, num_layers)]
+        self.hidden_sizes = _per_layer("hidden_size", hidden_size, num_layers)
+        self.merges = [str(m).lower() for m in _per_layer("merge", merge, num_layers)]
+        for c in self.cells:
+            if c not in CELLS:
+                raise ConfigError(f"cell: unknown cell {c!r} (valid: {', '.join(CELLS)})")
+        for m in self.merges:
+            if m not in MERGES:
+                raise ConfigError(f"merge: unknown mode {m!r} (valid: {', '.join(MERGES)})")
+        for h in self.hidden_sizes:
+            check_int("hidden_size", h, minimum=1)
+        if "none" in self.merges[:-1]:
+            raise ConfigError(
+                f"merge: 'none' is only allowed on the last layer (got {self.merges}): the "
+                "next layer cannot take an unmerged (forward, backward) pair as input"
+            )
+        if not (isinstance(dropout, int | float) and 0.0 <= dropout < 1.0):
+            raise ConfigError(f"dropout: must be in [0, 1), got {dropout!r}")
+        if impl not in IMPLS:
+            raise ConfigError(f"impl: unknown {impl!r} (valid: {', '.join(IMPLS)})")
+
+        self.input_size = input_size
+        self.num_layers = num_layers
+        self.dropout = float(dropout)
+        self.impl = impl
+
+        self.layers = nn.ModuleList()
+        width = input_size
+        for c, h, m in zip(self.cells, self.hidden_sizes, self.merges, strict=True):
+            self.layers.append(CELLS[c](width, h, batch_first=True, bidirectional=True))
+            width = 2 * h if m == "concat" else h
+        self.output_size = width
+
+        self.fusable = (
+            len(set(self.cells)) == 1
+            and len(set(self.hidden_sizes)) == 1
+            and all(m == "concat" for m in self.merges[:-1])
+            and self.merges[-1] in ("concat", "none")
+        )
+        if impl == "fused" and not self.fusable:
+            raise ConfigError(
+                "impl: 'fused' needs one cell type and width for all layers and 'concat' "
+                f"between layers (got cell={self.cells}, hidden_size={self.hidden_sizes}, "
+                f"merge={self.merges}); use impl=auto or impl=layered"
+            )
+        # Kept out of the module tree (plain attribute) so that parameters and state_dict keys
+        # come from `self.layers` only; it shares their Parameter objects.
+        self.__dict__["_fused"] = self._build_fused() if self.fusable else None
+        self._fused_key = None
+
+    # ------------------------------------------------------------------ construction helpers
+
+    def _build_fused(self) -> nn.RNNBase:
+        cls = CELLS[self.cells[0]]
+        return cls(
+            self.input_size,
+            self.hidden_sizes[0],
+            num_layers=self.num_layers,
+            batch_first=True,
+            bidirectional=True,
+            dropout=self.dropout if self.num_layers > 1 else 0.0,
+        )
+
+    def use_fused(self, device: torch.device) -> bool:
+        """Whether a forward pass on `device` takes the fused module."""
+        if self.impl == "auto":
+            return self.fusable and device.type in AUTO_FUSED_DEVICES
+        return self.impl == "fused"
+
+    def _fused_module(self) -> nn.RNNBase:
+        """The fused module, pointing at the current per-layer parameters.
+
+        Parameters are re-linked whenever they were replaced (`load_state_dict(assign=True)`),
+        moved or cast, so the fused call never runs on stale weights; the fused module also
+        follows this module's train/eval mode (it is outside the module tree).
+        """
+        fused = self._fused
+        fused.train(self.training)
+        params = [(k, name, p) for k, layer in enumerate(self.layers)
+                  for name, p in layer.named_parameters()]
+        def key():
+            first = params[0][2]
+            return tuple(id(p) for _, _, p in params), first.device, first.dtype, first.data_ptr()
+
+        if key() != self._fused_key:
+            for k, name, param in params:
+                # per-layer module names end in "_l0" or "_l0_reverse"
+                setattr(fused, name.replace("_l0", f"_l{k}"), param)
+            fused._init_flat_weights()  # on CUDA: cuDNN packs the weights into one buffer
+            self._fused_key = key()  # after packing, which moves the data
+        return fused
+
+    # ----------------------------------------------------------------------------- forward
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> tuple[Merged, Merged]:
+        """Run the stack.
+
+        Args:
+            x: (B, T, input_size), batch first, padded after each sequence's end.
+            lengths: (B,) number of real tokens per sequence, each in [1, T]. Default: all T.
+
+        Returns:
+            outputs: (B, T, output_size) merged outputs of the last layer, zero at padding;
+                for ``none`` a pair of (B, T, H) tensors (forward, backward).
+            final: (B, output_size) the last layer's forward state at each sequence's last
+                token merged with its backward state at the first token (the hidden state `h`
+                for LSTM); a pair for ``none``.
+        """
+        if x.dim() != 3 or x.size(-1) != self.input_size:
+            raise ValueError(
+                f"BiRNN expects input of shape (B, T, {self.input_size}), got {tuple(x.shape)}"
+            )
+        batch, total = x.shape[:2]
+        if lengths is None:
+            lengths = torch.full((batch,), total, dtype=torch.int64)
+        lengths = lengths.to("cpu", torch.int64)
+        if lengths.shape != (batch,) or (lengths < 1).any() or (lengths > total).any():
+            raise ValueError(
+                f"lengths must be {batch} values in [1, {total}], got {lengths.tolist()}"
+            )
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+
+        if self.use_fused(x.device):
+            out, state = self._fused_module()(packed)
+            data = out.data  # (N, 2H) rows of the packed batch, N = sum(lengths)
+            h_n = state[0] if isinstance(state, tuple) else state  # (2L, B, H)
+            fwd_final, bwd_final = h_n[-2], h_n[-1]
+            hidden = self.hidden_sizes[-1]
+            if self.merges[-1] == "none":
+                data = (data[:, :hidden], data[:, hidden:])
+        else:
+            data = packed.data  # (N, input_size)
+            for k, rnn in enumerate(self.layers):
+                if k > 0 and self.dropout > 0:
+                    data = F.dropout(data, self.dropout, self.training)
+                out, state = rnn(packed._replace(data=data))
+                hidden = self.hidden_sizes[k]
+                # (N, 2H) -> merged (N, H or 2H); the merge is row-wise so it works on packed rows
+                data = merge_pair(out.data[:, :hidden], out.data[:, hidden:], self.merges[k])
+            h_n = state[0] if isinstance(state, tuple) else state  # (2, B, H), batch order
+            fwd_final, bwd_final = h_n[0], h_n[1]
+
+        final = merge_pair(fwd_final, bwd_final, self.merges[-1])
+        if isinstance(data, tuple):
+            outputs = tuple(self._pad(packed, d, total) for d in data)
+        else:
+            outputs = self._pad(packed, data, total)
+        return outputs, final
+
+    @staticmethod
+    def _pad(packed: PackedSequence, data: Tensor, total: int) -> Tensor:
+        # packed rows (N, W) -> (B, T, W) in the caller's batch order, zeros after each end
+        return pad_packed_sequence(
+            packed._replace(data=data), batch_first=True, total_length=total
+        )[0]
+
+    def extra_repr(self) -> str:
+        return (
+            f"cells={self.cells}, hidden={self.hidden_sizes}, merges={self.merges}, "
+            f"dropout={self.dropout}, impl={self.impl}, output_size={self.output_size}"
+        )
+
+
+def check_int(name: str, value, minimum: int) -> None:
+    """Raise ConfigError unless `value` is an int >= minimum (bools are not ints here)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name}: must be an integer >= {minimum}, got {value!r}")

@@ -1,0 +1,3 @@
+from birnn.models.tagger import TokenTagger
+
+__all__ = ["TokenTagger"]
