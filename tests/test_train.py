@@ -10,12 +10,12 @@ from collections import Counter, defaultdict
 
 import pytest
 import torch
+from conftest import ROOT, SAMPLE_NER
 from seqeval.metrics import f1_score
 
 from birnn.cli.app import user_errors_exit
 from birnn.cli.train import train
 from birnn.data import read_column_file
-from tests.conftest import ROOT, SAMPLE_NER
 
 
 def unigram_baseline_f1() -> float:
@@ -38,9 +38,11 @@ def baseline():
     return unigram_baseline_f1()
 
 
-@pytest.mark.parametrize("merge", ["concat", "sum", "mul", "ave", "none"])
+@pytest.mark.parametrize("merge", ["concat", "sum", "mul", "ave", "[concat,none]"])
 def test_sample_trains_above_baseline_for_each_merge(cfg_factory, merge, baseline):
-    metrics = train(cfg_factory(f"encoder.merge={merge}"))
+    # 8 of the default 10 epochs: mul (a product of two tanh outputs, small gradients at the
+    # start) is the slowest merge to learn on the sample
+    metrics = train(cfg_factory(f"encoder.merge={merge}", "trainer.max_epochs=8"))
     assert metrics["val"]["f1"] > max(0.5, baseline + 0.05), (metrics["val"], baseline)
     assert metrics["test"]["f1"] > max(0.5, baseline + 0.05)
 

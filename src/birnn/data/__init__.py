@@ -1,10 +1,16 @@
 from birnn.data.columns import read_column_file, write_column_file
-from birnn.data.datamodule import TaggingDataModule
+from birnn.data.datamodule import (
+    ClassificationDataModule,
+    SequenceDataModule,
+    TaggingDataModule,
+)
 from birnn.data.sampler import BucketBatchSampler
 from birnn.data.vocab import Vocab
 
 __all__ = [
     "BucketBatchSampler",
+    "ClassificationDataModule",
+    "SequenceDataModule",
     "TaggingDataModule",
     "Vocab",
     "read_column_file",

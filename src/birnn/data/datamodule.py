@@ -1,16 +1,15 @@
-"""Lightning data module for token classification (tagging) on local column files.
+"""Lightning data modules: token classification (tagging) and sentence classification.
 
-Splits are read through HuggingFace `datasets` (`Dataset.from_generator` over the column
-reader, fingerprinted by file path, size and modification time, so a changed file is re-read
-and an unchanged one comes from the Arrow cache). Vocabularies are built on the training split
-only and travel in the checkpoint.
+Both read their splits through `birnn.data.sources` (local files or the Hub), build the
+vocabularies on the training split only, hold each split in memory as id tensors, and batch
+with the length-bucketed sampler. The vocabularies travel in the checkpoint
+(`vocabularies()`), so evaluation and prediction label text exactly as training did.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
@@ -19,28 +18,34 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset
 
-from birnn.data.columns import read_column_file
 from birnn.data.sampler import BucketBatchSampler
+from birnn.data.sources import load_hub, load_local_split
 from birnn.data.vocab import Vocab, label_vocab
-from birnn.errors import BirnnError, ConfigError, DataError
+from birnn.errors import ConfigError, DataError
 from birnn.metrics.spans import SCHEMES, convert_tags
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
 IGNORE_INDEX = -100  # target value for padding positions (cross-entropy's ignore_index)
-
-datasets.disable_progress_bars()
+UNKNOWN_LABELS = ("error", "outside")
 
 
 @dataclass
 class EncodedSplit(Dataset):
-    """One split held in memory as id tensors; items are indices, batches come from collate."""
+    """One split held in memory; items are indices, batches come from the module's collate.
+
+    `gold` holds the gold labels as strings: a tag list per sentence, or one label per sentence.
+    """
 
     tokens: list[list[str]]
-    tags: list[list[str]]
+    gold: list
     word_ids: list[torch.Tensor]
-    tag_ids: list[torch.Tensor]
+    targets: list[torch.Tensor] | torch.Tensor
+    lengths: list[int] = field(init=False)
+
+    def __post_init__(self):
+        self.lengths = [len(t) for t in self.tokens]
 
     def __len__(self) -> int:
         return len(self.word_ids)
@@ -48,38 +53,51 @@ class EncodedSplit(Dataset):
     def __getitem__(self, index: int) -> int:
         return index
 
-    @property
-    def lengths(self) -> list[int]:
-        return [len(t) for t in self.tokens]
+
+def _check_positive(key: str, value, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"data.{key}: must be an integer >= 1, got {value!r}")
 
 
-class TaggingDataModule(L.LightningDataModule):
-    """Token classification data from a folder of CoNLL-style column files.
+class SequenceDataModule(L.LightningDataModule):
+    """What tagging and sentence classification share; see the subclasses.
 
     Args:
-        dir: folder holding the split files.
-        files: file name per split (`train`, `validation`, `test`).
-        token_column, tag_column: column indices (negative counts from the end).
-        scheme: tag scheme of the files (`iob1`, `iob2`, `iobes`); converted to IOB2.
-        lowercase: lower-case words before the vocabulary lookup.
-        min_freq: words seen fewer times in train map to UNK.
-        batch_size: sentences per training batch; evaluation uses `eval_batch_size`.
+        dir: folder of local split files; when unset, the Hub dataset `hub.path` is loaded.
+        format: `auto` (from each file's extension), `conll`, `jsonl`, `csv`, `tsv`, `parquet`.
+        files: file name per split (`train`, `validation`, `test`) inside `dir`.
+        hub: `path`, `name`, `revision` of a HuggingFace Hub dataset.
+        splits: Hub split name per split; a missing validation split is carved from train.
+        fields: column names (`tokens`/`tags` for tagging, `text`/`label` for classification;
+            `text` may be a list of candidates, the first present is used).
+        token_column, tag_column: column indices in column files.
+        lowercase, min_freq: word vocabulary options (built on train only).
+        max_length: truncate longer sequences (with a warning counting them); None keeps all.
+        validation_fraction: share of train held out when the source has no validation split.
+        batch_size, eval_batch_size: sequences per training / evaluation batch.
         bucketing: length-bucketed batches (True) or random batches (False).
-        num_workers: DataLoader worker processes (0: load in the training process).
-        seed: seed of the batch order.
+        num_workers: DataLoader worker processes.
+        seed: seed of the batch order and of a carved validation split.
     """
 
-    task = "tagging"
+    task = ""
 
     def __init__(
         self,
-        dir: str,
+        dir: str | None = None,
+        format: str = "auto",
         files: dict | None = None,
+        hub: dict | None = None,
+        splits: dict | None = None,
+        fields: dict | None = None,
         token_column: int = 0,
         tag_column: int = -1,
-        scheme: str = "iob2",
         lowercase: bool = False,
         min_freq: int = 1,
+        max_length: int | None = None,
+        validation_fraction: float = 0.1,
         batch_size: int = 32,
         eval_batch_size: int = 128,
         bucketing: bool = True,
@@ -87,20 +105,26 @@ class TaggingDataModule(L.LightningDataModule):
         seed: int = 0,
     ):
         super().__init__()
-        if scheme not in SCHEMES:
-            raise ConfigError(f"data.scheme: unknown {scheme!r} (valid: {', '.join(SCHEMES)})")
         for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size),
                            ("min_freq", min_freq)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"data.{key}: must be an integer >= 1, got {value!r}")
-        self.dir = Path(dir)
-        self.files = dict(files or {"train": "train.txt", "validation": "dev.txt",
-                                    "test": "test.txt"})
+            _check_positive(key, value)
+        _check_positive("max_length", max_length, allow_none=True)
+        if not 0.0 < validation_fraction < 1.0:
+            raise ConfigError(f"data.validation_fraction: must be in (0, 1), got "
+                              f"{validation_fraction!r}")
+        self.dir = Path(dir) if dir else None
+        self.format = format
+        self.files = dict(files or {})
+        self.hub = dict(hub or {})
+        self.hub_splits = dict(splits or {"train": "train", "validation": "validation",
+                                          "test": "test"})
+        self.fields = dict(fields or {})
         self.token_column = token_column
         self.tag_column = tag_column
-        self.scheme = scheme
         self.lowercase = lowercase
         self.min_freq = min_freq
+        self.max_length = max_length
+        self.validation_fraction = validation_fraction
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.bucketing = bucketing
@@ -112,8 +136,15 @@ class TaggingDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------------------ loading
 
+    @property
+    def source(self) -> str:
+        """Where the data comes from, for messages."""
+        if self.dir is not None:
+            return str(self.dir)
+        return self.hub.get("path") or "?"
+
     def paths(self) -> dict[str, Path]:
-        """The split files, checked to exist (DataError otherwise)."""
+        """The local split files, checked to exist (DataError otherwise)."""
         if not self.dir.is_dir():
             raise DataError("data folder not found (set data.dir)", self.dir)
         missing = set(SPLITS) - set(self.files)
@@ -125,59 +156,95 @@ class TaggingDataModule(L.LightningDataModule):
                 raise DataError(f"{split} split file not found (data.files.{split})", path)
         return paths
 
-    def load_split(self, path: Path) -> datasets.Dataset:
-        stat = path.stat()
-        key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{self.token_column}|" \
-              f"{self.tag_column}"
-        try:
-            return datasets.Dataset.from_generator(
-                read_column_file,
-                gen_kwargs={"path": str(path), "token_column": self.token_column,
-                            "tag_column": self.tag_column},
-                features=datasets.Features({
-                    "tokens": datasets.Sequence(datasets.Value("string")),
-                    "tags": datasets.Sequence(datasets.Value("string")),
-                }),
-                fingerprint=hashlib.sha256(key.encode()).hexdigest()[:16],
-            )
-        except Exception as e:  # datasets wraps the reader's error: surface ours as is
-            cause = e
-            while cause is not None and not isinstance(cause, BirnnError):
-                cause = cause.__cause__ or cause.__context__
-            if cause is not None:
-                raise cause from None
-            raise
+    def load_raw(self) -> dict[str, datasets.Dataset]:
+        """Each split as a Dataset with standard columns (see `birnn.data.sources`)."""
+        if self.dir is not None:
+            return {split: load_local_split(path, self.format, self.task, self.fields,
+                                            self.token_column, self.tag_column)
+                    for split, path in self.paths().items()}
+        if not self.hub.get("path"):
+            raise ConfigError("data.dir is required (or data.hub.path for a Hub dataset)")
+        raw = load_hub(self.hub["path"], self.hub.get("name"), self.hub.get("revision"),
+                       self.task, self.fields, self.hub_splits)
+        if "validation" not in raw:
+            # no validation split: hold out part of train, deterministically
+            parts = raw["train"].train_test_split(test_size=self.validation_fraction,
+                                                  seed=self.seed)
+            raw["train"], raw["validation"] = parts["train"], parts["test"]
+            log.warning("data: no validation split in %s: held out %.0f%% of train",
+                        self.source, 100 * self.validation_fraction)
+        if "test" not in raw:
+            raise ConfigError("data.splits.test: the Hub dataset needs a test split")
+        return raw
+
+    def clean(self, split: str, tokens: list[list[str]], gold: list) -> tuple[list, list]:
+        """Skip empty and unlabelled sequences and truncate long ones, with counted warnings."""
+        kept_tokens, kept_gold = [], []
+        empty = unlabelled = truncated = 0
+        for toks, g in zip(tokens, gold, strict=True):
+            if not toks:
+                empty += 1
+                continue
+            if g is None:
+                unlabelled += 1
+                continue
+            if self.max_length is not None and len(toks) > self.max_length:
+                truncated += 1
+                toks = toks[: self.max_length]
+                if isinstance(g, list):
+                    g = g[: self.max_length]
+            kept_tokens.append(toks)
+            kept_gold.append(g)
+        for count, what in ((empty, "empty sequences skipped"),
+                            (unlabelled, "unlabelled examples skipped"),
+                            (truncated, f"sequences truncated to data.max_length="
+                                        f"{self.max_length} tokens")):
+            if count:
+                log.warning("data: %s split: %d %s", split, count, what)
+        if not kept_tokens:
+            raise DataError(f"{split} split has no usable examples", self.source)
+        return kept_tokens, kept_gold
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
         raw = {}
-        for split, path in self.paths().items():
-            ds = self.load_split(path)
+        for split, ds in self.load_raw().items():
             if len(ds) == 0:
-                raise DataError(f"{split} split is empty", path)
-            tags = [convert_tags(t, self.scheme, "iob2") if self.scheme != "iob2" else t
-                    for t in ds["tags"]]
-            raw[split] = (ds["tokens"], tags, path)
-
+                raise DataError(f"{split} split is empty", self.source)
+            raw[split] = self.clean(split, ds["tokens"], self.gold_column(ds, split))
         self.words = Vocab.build(raw["train"][0], min_freq=self.min_freq, lower=self.lowercase)
-        self.labels = label_vocab(raw["train"][1])
-        for split, (tokens, tags, path) in raw.items():
-            unseen = sorted({t for seq in tags for t in seq} - set(self.labels.itos))
-            if unseen:
-                raise DataError(
-                    f"{split} split has label(s) never seen in train: {', '.join(unseen)}", path
-                )
+        self.labels = self.build_labels(raw["train"][1])
+        for split, (tokens, gold) in raw.items():
+            gold = self.check_labels(split, gold)
             self.splits[split] = EncodedSplit(
                 tokens=tokens,
-                tags=tags,
+                gold=gold,
                 word_ids=[torch.tensor(self.words.encode(s), dtype=torch.int64) for s in tokens],
-                tag_ids=[torch.tensor(self.labels.encode(s), dtype=torch.int64) for s in tags],
+                targets=self.encode_targets(gold),
             )
         log.info(
-            "data: %s | train/dev/test sentences %d/%d/%d | vocab %d words, %d labels",
-            self.dir, *(len(self.splits[s]) for s in SPLITS), len(self.words), len(self.labels),
+            "data: %s | train/dev/test %d/%d/%d | vocab %d words, %d labels",
+            self.source, *(len(self.splits[s]) for s in SPLITS), len(self.words),
+            len(self.labels),
         )
+
+    # -------------------------------------------------------------- what each task defines
+
+    def gold_column(self, ds: datasets.Dataset, split: str) -> list:
+        raise NotImplementedError
+
+    def build_labels(self, gold: list) -> Vocab:
+        raise NotImplementedError
+
+    def check_labels(self, split: str, gold: list) -> list:
+        raise NotImplementedError
+
+    def encode_targets(self, gold: list):
+        raise NotImplementedError
+
+    def collate_targets(self, split: EncodedSplit, indices: list[int]) -> dict:
+        raise NotImplementedError
 
     # ------------------------------------------------------------------------------ batches
 
@@ -187,17 +254,15 @@ class TaggingDataModule(L.LightningDataModule):
             "index": torch.tensor(indices, dtype=torch.int64),
             "lengths": torch.tensor([len(w) for w in words], dtype=torch.int64),  # (B,)
             "words": pad_sequence(words, batch_first=True, padding_value=0),  # (B, T)
-            "tags": pad_sequence([split.tag_ids[i] for i in indices], batch_first=True,
-                                 padding_value=IGNORE_INDEX),  # (B, T)
+            **self.collate_targets(split, indices),
         }
 
-    def _loader(self, split: str, train: bool) -> DataLoader:
-        data = self.splits[split]
+    def batch_sampler(self, split: str, train: bool) -> BucketBatchSampler:
         replicas, rank = 1, 0
         if train and self.trainer is not None:
             replicas, rank = self.trainer.world_size, self.trainer.global_rank
-        sampler = BucketBatchSampler(
-            data.lengths,
+        return BucketBatchSampler(
+            self.splits[split].lengths,
             self.batch_size if train else self.eval_batch_size,
             shuffle=train,
             pool_batches=100 if self.bucketing else 1,
@@ -205,9 +270,12 @@ class TaggingDataModule(L.LightningDataModule):
             num_replicas=replicas,
             rank=rank,
         )
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        data = self.splits[split]
         return DataLoader(
             data,
-            batch_sampler=sampler,
+            batch_sampler=self.batch_sampler(split, train),
             collate_fn=lambda idx: self.collate(data, idx),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
@@ -222,25 +290,121 @@ class TaggingDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", train=False)
 
-    # --------------------------------------------------------------------------- checkpoint
-
-    def vocabularies(self) -> dict:
-        """What a checkpoint needs to read and label new text like this data."""
-        return {
-            "task": self.task,
-            "words": self.words.state_dict(),
-            "labels": self.labels.state_dict(),
-            "scheme": "iob2",
-        }
-
-    def padded_fraction(self, split: str = "train") -> float:
+    def padded_fraction(self, split: str = "train", bucketing: bool | None = None) -> float:
         """Fraction of padding positions in one epoch of this split's batches."""
-        data = self.splits[split]
-        loader = self._loader(split, train=split == "train")
-        lengths = torch.tensor(data.lengths)
+        saved = self.bucketing
+        if bucketing is not None:
+            self.bucketing = bucketing
+        try:
+            sampler = self.batch_sampler(split, train=split == "train")
+        finally:
+            self.bucketing = saved
+        lengths = torch.tensor(self.splits[split].lengths)
         real = padded = 0
-        for batch in loader.batch_sampler:
+        for batch in sampler:
             batch_lengths = lengths[batch]
             real += int(batch_lengths.sum())
             padded += int(batch_lengths.max()) * len(batch)
         return 1.0 - real / padded
+
+    # --------------------------------------------------------------------------- checkpoint
+
+    def vocabularies(self) -> dict:
+        """What a checkpoint needs to read and label new text like this data."""
+        return {"task": self.task, "words": self.words.state_dict(),
+                "labels": self.labels.state_dict()}
+
+
+class TaggingDataModule(SequenceDataModule):
+    """Token classification (NER, chunking, POS): tokens with one tag each.
+
+    Args (besides `SequenceDataModule`'s):
+        scheme: tag scheme of the source (`iob1`, `iob2`, `iobes`); converted to IOB2.
+        unknown_labels: what to do with a dev/test tag never seen in train: `error`, or
+            `outside` (map it to O with a warning).
+    """
+
+    task = "tagging"
+
+    def __init__(self, *args, scheme: str = "iob2", unknown_labels: str = "error", **kwargs):
+        if scheme not in SCHEMES:
+            raise ConfigError(f"data.scheme: unknown {scheme!r} (valid: {', '.join(SCHEMES)})")
+        if unknown_labels not in UNKNOWN_LABELS:
+            raise ConfigError(f"data.unknown_labels: unknown {unknown_labels!r} "
+                              f"(valid: {', '.join(UNKNOWN_LABELS)})")
+        kwargs.setdefault("files", {"train": "train.txt", "validation": "dev.txt",
+                                    "test": "test.txt"})
+        super().__init__(*args, **kwargs)
+        self.scheme = scheme
+        self.unknown_labels = unknown_labels
+
+    def gold_column(self, ds, split):
+        tags = ds["tags"]
+        for tokens, t in zip(ds["tokens"], tags, strict=True):
+            if len(tokens) != len(t):
+                raise DataError(f"{split} split: a sentence has {len(tokens)} tokens but "
+                                f"{len(t)} tags", self.source)
+        if self.scheme != "iob2":
+            try:
+                tags = [convert_tags(t, self.scheme, "iob2") for t in tags]
+            except ValueError as e:
+                raise DataError(f"{split} split: {e} (data.scheme={self.scheme})",
+                                self.source) from None
+        return tags
+
+    def build_labels(self, gold):
+        return label_vocab(gold)
+
+    def check_labels(self, split, gold):
+        unseen = sorted({t for seq in gold for t in seq} - set(self.labels.itos))
+        if not unseen:
+            return gold
+        if self.unknown_labels == "error" or "O" not in self.labels.stoi:
+            raise DataError(f"{split} split has label(s) never seen in train: "
+                            f"{', '.join(unseen)} (data.unknown_labels=outside maps them to O)",
+                            self.source)
+        log.warning("data: %s split: label(s) never seen in train mapped to O: %s",
+                    split, ", ".join(unseen))
+        known = self.labels.stoi
+        return [[t if t in known else "O" for t in seq] for seq in gold]
+
+    def encode_targets(self, gold):
+        return [torch.tensor(self.labels.encode(s), dtype=torch.int64) for s in gold]
+
+    def collate_targets(self, split, indices):
+        return {"tags": pad_sequence([split.targets[i] for i in indices], batch_first=True,
+                                     padding_value=IGNORE_INDEX)}  # (B, T)
+
+    def vocabularies(self):
+        return {**super().vocabularies(), "scheme": "iob2"}
+
+
+class ClassificationDataModule(SequenceDataModule):
+    """Sentence classification (sentiment): a whitespace-tokenised text and one label."""
+
+    task = "classification"
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("files", {"train": "train.tsv", "validation": "dev.tsv",
+                                    "test": "test.tsv"})
+        kwargs.setdefault("fields", {"text": ["sentence", "text", "content"], "label": "label"})
+        super().__init__(*args, **kwargs)
+
+    def gold_column(self, ds, split):
+        return ds["label"]
+
+    def build_labels(self, gold):
+        return label_vocab([gold], outside=None)
+
+    def check_labels(self, split, gold):
+        unseen = sorted(set(gold) - set(self.labels.itos))
+        if unseen:
+            raise DataError(f"{split} split has label(s) never seen in train: "
+                            f"{', '.join(unseen)}", self.source)
+        return gold
+
+    def encode_targets(self, gold):
+        return torch.tensor(self.labels.encode(gold), dtype=torch.int64)
+
+    def collate_targets(self, split, indices):
+        return {"label": split.targets[indices]}  # (B,)

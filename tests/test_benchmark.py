@@ -1,0 +1,152 @@
+"""Smoke tests for scripts/benchmark.py on tiny sizes: outputs well formed, no timing asserts.
+
+The script runs once (module-scoped fixture) in a subprocess with one thread, as a user would
+run it, over a grid that covers every code path: uniform and mixed cells, concat (fused
+baselines apply) and sum (they do not), 1 and 2 layers, fp32 and bf16, full and ragged
+lengths, and the tagger profile.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "benchmark.py"
+ARGS = (
+    "--cells lstm,mixed --merges concat,sum --layers 1,2 --hidden 8 --batch 2 --seq 5 "
+    "--input 6 --steps 2 --warmup 1 --matmul-size 64 --precisions fp32,bf16 --ragged "
+    "--profile --threads 1 --vocab 20 --tags 3"
+).split()
+AXES = ("cell", "merge", "layers", "hidden", "device", "precision", "lengths")
+NUMBERS = (
+    "tokens", "train_ms", "infer_ms", "train_tok_s", "infer_tok_s", "train_gflops",
+    "infer_gflops", "train_frac_matmul", "infer_frac_matmul",
+)  # fmt: skip
+RATIOS = ("vs_layered_loop", "vs_layered_loop_infer", "vs_fused", "vs_fused_infer")
+
+
+@pytest.fixture(scope="module")
+def bench():
+    """scripts/benchmark.py imported as a module (registered first: its dataclass needs it)."""
+    spec = importlib.util.spec_from_file_location("birnn_benchmark_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(spec.name, None)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), *ARGS, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc.stdout, json.loads((out / "results.json").read_text())
+
+
+def test_files_and_stdout(run):
+    out, stdout, _ = run
+    assert (out / "results.png").stat().st_size > 0
+    md = (out / "results.md").read_text()
+    assert "| train tok/s |" in md and "vs layered loop" in md
+    assert "[1/32]" in stdout and "[32/32]" in stdout  # one progress line per configuration
+    assert "| cell | merge |" in stdout  # the table is printed at the end
+    assert "Tagger training step" in stdout
+
+
+def test_header(run):
+    header = run[2][0]
+    assert header["kind"] == "header"
+    for key in ("torch", "date", "device_names", "threads", "matmul_gflops", "memory"):
+        assert header[key], key
+    assert header["threads"] == 1
+    for probe in (header["probe_before"], header["probe_after"]):
+        assert probe["ms"] > 0 and probe["ms_1_thread"] > 0
+    assert set(header["matmul_gflops"]["cpu"]) == {"fp32", "bf16"}
+    assert all(v > 0 for v in header["matmul_gflops"]["cpu"].values())
+
+
+def test_result_records(run):
+    results = [r for r in run[2] if r["kind"] == "result"]
+    configs = {tuple(r[a] for a in AXES) for r in results}
+    assert len(configs) == 2 * 2 * 2 * 2 * 2  # cells x merges x layers x precisions x lengths
+    for rec in results:
+        for key in NUMBERS:
+            assert isinstance(rec[key], int | float) and rec[key] > 0, (key, rec)
+        assert rec["peak_mem_mb"] is None or rec["peak_mem_mb"] >= 0
+        if rec["lengths"] == "full":
+            assert rec["tokens"] == 2 * 5
+        else:  # real tokens only: the longest sequence is full, the other has 1..5
+            assert 6 <= rec["tokens"] <= 10
+
+
+def test_impls_and_ratios(run):
+    results = [r for r in run[2] if r["kind"] == "result"]
+    by_config: dict[tuple, dict[str, dict]] = {}
+    for rec in results:
+        by_config.setdefault(tuple(rec[a] for a in AXES), {})[rec["impl"]] = rec
+    for (cell, merge, layers, *_), impls in by_config.items():
+        # mixed with one layer is a single GRU layer: one cell type, so fusable
+        uniform = cell != "mixed" or layers == 1
+        fused_applies = uniform and merge == "concat"
+        expected = {"birnn-layered", "layered-loop"}
+        if fused_applies:
+            expected |= {"birnn-fused", "torch-fused"}
+        assert set(impls) == expected
+        assert sum(r["auto"] for name, r in impls.items() if name.startswith("birnn-")) == 1
+        for name, rec in impls.items():
+            if not name.startswith("birnn-"):
+                assert "vs_layered_loop" not in rec
+                continue
+            assert rec["vs_layered_loop"] > 0 and rec["vs_layered_loop_infer"] > 0
+            if fused_applies:
+                assert rec["vs_fused"] > 0 and rec["vs_fused_infer"] > 0
+            else:
+                assert rec["vs_fused"] is None and rec["vs_fused_infer"] is None
+
+
+def test_profile_records(run):
+    profiles = [r for r in run[2] if r["kind"] == "profile"]
+    assert len(profiles) == 2 * 2  # one per (device, precision, cell)
+    for rec in profiles:
+        assert list(rec["phases_ms"]) == [
+            "embedding", "encoder forward", "head + loss", "backward", "optimizer step",
+        ]  # fmt: skip
+        assert all(ms > 0 for ms in rec["phases_ms"].values())
+
+
+def test_flop_count(bench):
+    # one LSTM layer, E=3, H=2: 2 directions x 2 * 4 gates * 2 * (3 + 2)
+    assert bench.forward_flops_per_token(["lstm"], "concat", 3, 2) == 2 * 2 * 4 * 2 * 5
+    # second layer's input is 2H after concat, H after sum; GRU has 3 gates
+    assert bench.forward_flops_per_token(["gru", "lstm"], "concat", 3, 2) == (
+        2 * 2 * 3 * 2 * 5 + 2 * 2 * 4 * 2 * 6
+    )
+    assert bench.forward_flops_per_token(["gru", "lstm"], "sum", 3, 2) == (
+        2 * 2 * 3 * 2 * 5 + 2 * 2 * 4 * 2 * 4
+    )
+    assert bench.layer_cells("mixed", 3) == ["gru", "lstm", "gru"]
+    assert not math.isnan(bench.matmul_gflops(bench.torch.device("cpu"), "fp32", 16, 1))
+
+
+def test_cli_rejects_bad_axis(bench):
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--merges", "concat,max"])
+    args = bench.parse_args(["--quick"])
+    assert args.cells == ["lstm", "gru"] and args.layers == [2] and args.hidden == [256]
+    assert bench.parse_args(["--quick", "--hidden", "64"]).hidden == [64]  # flags beat presets
