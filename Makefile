@@ -30,10 +30,11 @@ test-full: $(STAMP)  ## run every test, slow ones included (real data in ../shar
 	$(BIN)/python -m pytest $(ARGS)
 
 lint: $(STAMP)  ## ruff
-	$(BIN)/ruff check src tests scripts train.py
+	$(BIN)/ruff check src tests scripts train.py evaluate.py predict.py
 
-bench: $(STAMP)  ## encoder throughput benchmark -> docs/benchmarks/
-	$(BIN)/python scripts/benchmark.py $(ARGS)
+BENCH_ARGS ?= --quick
+bench: $(STAMP)  ## encoder benchmark (BENCH_ARGS=--quick: ~1 min) -> docs/benchmarks/
+	$(BIN)/python scripts/benchmark.py $(BENCH_ARGS)
 
 clean:  ## remove run outputs and caches (keeps .venv)
 	rm -rf outputs multirun .pytest_cache .ruff_cache lightning_logs wandb

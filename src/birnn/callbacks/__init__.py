@@ -1,3 +1,4 @@
 from birnn.callbacks.report import TrainingReport
+from birnn.callbacks.safety import AtomicCheckpointIO, NonFiniteLossError, RunSafety
 
-__all__ = ["TrainingReport"]
+__all__ = ["AtomicCheckpointIO", "NonFiniteLossError", "RunSafety", "TrainingReport"]

@@ -4,31 +4,53 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from birnn.callbacks import TrainingReport
-from birnn.encoder import BiRNN
+from birnn.callbacks import AtomicCheckpointIO, RunSafety, TrainingReport
+from birnn.cli.loggers import create_loggers, log_charts, log_config, log_final, save_charts
+from birnn.cli.validate import validate_config
 from birnn.errors import ConfigError
 from birnn.metrics.spans import get_spans
 
 log = logging.getLogger("birnn")
 
+EXIT_SIGTERM = 143  # 128 + SIGTERM, what schedulers expect of a job stopped by SIGTERM
 
-def check_encoder(encoder: dict, input_size: int) -> None:
-    """Build the encoder once on its own so that a bad option fails before any data is read."""
-    try:
-        BiRNN(input_size, **encoder)
-    except ConfigError as e:
-        raise ConfigError(f"encoder.{e}") from None
-    except TypeError as e:
-        raise ConfigError(f"encoder: {e}") from None
+
+def resume_checkpoint(cfg: DictConfig, out: Path) -> str | None:
+    """The checkpoint to continue from: `ckpt_path=PATH`, or the run folder's `last.ckpt`
+    with `resume=true` (or `ckpt_path=last`)."""
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path and ckpt_path != "last":
+        if not Path(ckpt_path).is_file():
+            raise ConfigError(f"ckpt_path: no such checkpoint {ckpt_path}")
+        return str(ckpt_path)
+    if cfg.get("resume") or ckpt_path == "last":
+        last = out / "checkpoints" / "last.ckpt"
+        if not last.is_file():
+            raise ConfigError(
+                f"resume: no {last} to continue from (point hydra.run.dir at the run folder "
+                "to resume, e.g. `python train.py resume=true hydra.run.dir=outputs/DATE/TIME`)")
+        return str(last)
+    return None
+
+
+def check_vocabularies(ckpt: str, datamodule) -> None:
+    """A resumed run must read its data exactly as before: same words, same labels."""
+    saved = torch.load(ckpt, map_location="cpu", weights_only=True).get("vocabularies")
+    if saved is not None and saved != datamodule.vocabularies():
+        raise ConfigError(f"resume: the data's vocabularies differ from those in {ckpt}; "
+                          "resume with the same data options it was trained with")
 
 
 def train(cfg: DictConfig) -> dict:
@@ -38,8 +60,9 @@ def train(cfg: DictConfig) -> dict:
     """
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    validate_config(cfg)
     encoder_cfg = OmegaConf.to_container(cfg.encoder, resolve=True)
-    check_encoder(encoder_cfg, cfg.model.embedding_dim)
+    ckpt = resume_checkpoint(cfg, out)
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     started = time.time()
     L.seed_everything(cfg.seed, workers=True)
@@ -47,6 +70,8 @@ def train(cfg: DictConfig) -> dict:
     log.info("data: %s", cfg.data._target_)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
+    if ckpt:
+        check_vocabularies(ckpt, datamodule)
 
     log.info("model: %s", cfg.model._target_)
     model = instantiate(
@@ -60,15 +85,24 @@ def train(cfg: DictConfig) -> dict:
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info("encoder: %s | %s trainable parameters", model.encoder.extra_repr(), f"{params:,}")
 
+    last = out / "checkpoints" / "last.ckpt"
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    callbacks.append(RunSafety(str(last)))
+    loggers = create_loggers(cfg, out, resume=ckpt is not None)
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                     plugins=[AtomicCheckpointIO()])
+    log_config(loggers, cfg, {"parameters": params, "device": str(trainer.strategy.root_device)})
 
-    trainer.fit(model, datamodule=datamodule)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt)
+    except SIGTERMException:
+        log.error("stopped by SIGTERM; continue with `python train.py resume=true "
+                  "hydra.run.dir=%s` (same overrides)", out)
+        sys.exit(EXIT_SIGTERM)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    ckpt = best or None
-    val = trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)[0]
-    test = trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)[0]
+    best = best or None
+    val = trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)[0]
+    test = trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)[0]
 
     report = next((c for c in callbacks if isinstance(c, TrainingReport)), None)
     metrics = {
@@ -86,6 +120,8 @@ def train(cfg: DictConfig) -> dict:
     if trainer.is_global_zero:
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         write_predictions(out / "test_predictions", datamodule, model)
+        log_final(loggers, metrics)
+        log_charts(loggers, save_charts(out, metrics, datamodule, model))
         print_test_table(metrics, datamodule)
         log.info("run folder: %s", out)
     return metrics

@@ -344,7 +344,14 @@ class TaggingDataModule(SequenceDataModule):
             if len(tokens) != len(t):
                 raise DataError(f"{split} split: a sentence has {len(tokens)} tokens but "
                                 f"{len(t)} tags", self.source)
-        if self.scheme != "iob2":
+        if self.scheme == "iob2":
+            # kept as they are, but IOBES tags would leave E-/S- labels in an "iob2" model
+            wrong = sorted({t for seq in tags for t in seq if t[:2] in ("E-", "S-")})
+            if wrong:
+                raise DataError(f"{split} split: tag {wrong[0]!r} is not valid in the iob2 "
+                                f"scheme (data.scheme=iob2; IOBES data needs "
+                                f"data.scheme=iobes)", self.source)
+        else:
             try:
                 tags = [convert_tags(t, self.scheme, "iob2") for t in tags]
             except ValueError as e:

@@ -4,7 +4,8 @@ Everything is loaded through `datasets` (its json/csv/parquet builders, or
 `Dataset.from_generator` for column files), so Arrow caching is theirs. Each loader returns
 one `datasets.Dataset` per split with standard columns:
 
-- tagging: ``tokens`` (list of str) and ``tags`` (list of str);
+- tagging: ``tokens`` (list of str) and ``tags`` (list of str); in CSV/TSV, whose cells cannot
+  hold lists, both are space-separated strings;
 - classification: ``tokens`` (the text split on whitespace) and ``label`` (str).
 
 Local text formats are checked line by line first, so a malformed file is reported with its
@@ -84,26 +85,42 @@ def _decoded_lines(path: Path):
 def check_delimited(path: Path, delimiter: str, required: Sequence[str]) -> list[str]:
     """Check a CSV/TSV file: decodable, a header holding `required`, equal field counts.
 
+    One `csv` reader runs over the whole file (so a quoted field may span lines, as in any
+    CSV), strict about quoting; every problem is reported with the line it was found on.
     Returns the header.
     """
     header = None
+    rows = 0
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    for lineno, line in _decoded_lines(path):
-        if not line.strip():
+    lines = (line for _, line in _decoded_lines(path))
+    reader = csv.reader(lines, delimiter=delimiter, quoting=quoting, strict=True)
+    csv.field_size_limit(max(csv.field_size_limit(), 2**30))  # long documents are valid
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:
+            raise DataError(f"malformed {'TSV' if delimiter == chr(9) else 'CSV'} ({e})",
+                            path, reader.line_num) from None
+        if not any(f.strip() for f in fields):
             continue
-        fields = next(csv.reader([line], delimiter=delimiter, quoting=quoting))
         if header is None:
             header = [f.strip() for f in fields]
             missing = [r for r in required if r not in header]
             if missing:
                 raise DataError(
                     f"header {header} has no column {' or '.join(map(repr, missing))} "
-                    "(set data.fields)", path, lineno)
+                    "(set data.fields)", path, reader.line_num)
         elif len(fields) != len(header):
             raise DataError(f"{len(fields)} fields where the header has {len(header)}",
-                            path, lineno)
+                            path, reader.line_num)
+        else:
+            rows += 1
     if header is None:
         raise DataError("empty file", path)
+    if not rows:
+        raise DataError("no rows after the header", path)
     return header
 
 
@@ -115,6 +132,8 @@ def check_jsonl(path: Path) -> list[str]:
             continue
         try:
             record = json.loads(line)
+        except RecursionError:
+            raise DataError("JSON nested too deeply", path, lineno) from None
         except json.JSONDecodeError as e:
             raise DataError(f"not valid JSON ({e.msg} at column {e.colno})", path, lineno) from None
         if not isinstance(record, dict):
@@ -134,6 +153,9 @@ def load_local_split(path: Path, format: str, task: str, fields: dict,
             if task != "tagging":
                 raise ConfigError("data.format: column files hold tagged tokens; sentence "
                                   "classification reads jsonl, csv, tsv or parquet")
+            # `datasets` rejects a generator that yields nothing with an obscure message
+            if next(read_column_file(path, token_column, tag_column), None) is None:
+                raise DataError("empty file: no sentences", path)
             return datasets.Dataset.from_generator(
                 read_column_file,
                 gen_kwargs={"path": str(path), "token_column": token_column,
@@ -161,6 +183,10 @@ def load_local_split(path: Path, format: str, task: str, fields: dict,
             except Exception as e:
                 raise DataError(f"not a readable Parquet file ({type(e).__name__})", path) from None
             _required(task, fields, ds.column_names)
+    except DataError as e:
+        if e.path is None:  # a problem of the whole file (a missing field): name the file
+            raise DataError(str(e), path) from None
+        raise
     except BirnnError:
         raise
     except Exception as e:
@@ -204,6 +230,26 @@ def _names(ds: datasets.Dataset, column: str):
     return getattr(feature, "names", None)
 
 
+def _as_list(value) -> list[str]:
+    """A sequence field: a list as is; a string (a CSV/TSV cell, which cannot hold a list) is
+    read as space-separated items rather than as a sequence of characters."""
+    if value is None:
+        return []
+    if isinstance(value, list | tuple):
+        return list(map(str, value))
+    return str(value).split()  # pandas reads a one-token cell such as "1996" as a number
+
+
+def _label_str(value) -> str | None:
+    """A label as text; 1.0 (an integer column that pandas made float for a missing value)
+    reads as "1", like the same label in a file without gaps."""
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value)
+
+
 def standardize(ds: datasets.Dataset, task: str, fields: dict, source: str) -> datasets.Dataset:
     """Rename and convert a split's columns to the task's standard ones."""
     try:
@@ -218,8 +264,8 @@ def standardize(ds: datasets.Dataset, task: str, fields: dict, source: str) -> d
             tags = batch[tag]
             if names is not None:
                 tags = [[names[i] for i in seq] for seq in tags]
-            return {"tokens": [list(map(str, t)) for t in batch[tok]],
-                    "tags": [list(map(str, t)) for t in tags]}
+            return {"tokens": [_as_list(t) for t in batch[tok]],
+                    "tags": [_as_list(t) for t in tags]}
     else:
         text, lab = _text_field(fields, ds.column_names), fields.get("label", "label")
         names = _names(ds, lab)
@@ -228,10 +274,18 @@ def standardize(ds: datasets.Dataset, task: str, fields: dict, source: str) -> d
             labels = batch[lab]
             if names is not None:
                 labels = [names[i] if i is not None and i >= 0 else None for i in labels]
-            return {"tokens": [str(t or "").split() for t in batch[text]],
-                    "label": [None if v is None else str(v) for v in labels]}
+            return {"tokens": [("" if t is None else str(t)).split() for t in batch[text]],
+                    "label": [_label_str(v) for v in labels]}
 
-    return ds.map(convert, batched=True, remove_columns=ds.column_names)
+    # explicit features: without them `datasets` casts a column that keeps its name back to its
+    # old type (integer labels stayed integers, unlike the same labels read from a TSV)
+    columns = {"tokens": datasets.Sequence(datasets.Value("string"))}
+    if task == "tagging":
+        columns["tags"] = datasets.Sequence(datasets.Value("string"))
+    else:
+        columns["label"] = datasets.Value("string")
+    return ds.map(convert, batched=True, remove_columns=ds.column_names,
+                  features=datasets.Features(columns))
 
 
 # ------------------------------------------------------------------------------------- Hub

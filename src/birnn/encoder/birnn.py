@@ -239,34 +239,39 @@ class BiRNN(nn.Module):
             raise ValueError(
                 f"lengths must be {batch} values in [1, {total}], got {lengths.tolist()}"
             )
-        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        # Pack only when lengths differ: a full batch runs on the padded tensor directly (same
+        # numbers; PyTorch's CPU GRU trains markedly slower on packed input).
+        packed = None
+        if not bool((lengths == total).all()):
+            packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
 
+        def run(module: nn.RNNBase, data: Tensor) -> tuple[Tensor, Tensor]:
+            # data: packed rows (N, W) with N = sum(lengths), or (B, T, W) when unpacked
+            out, state = module(data if packed is None else packed._replace(data=data))
+            h_n = state[0] if isinstance(state, tuple) else state  # (2 * layers, B, H)
+            return (out if packed is None else out.data), h_n
+
+        data = x if packed is None else packed.data
         if self.use_fused(x.device):
-            out, state = self._fused_module()(packed)
-            data = out.data  # (N, 2H) rows of the packed batch, N = sum(lengths)
-            h_n = state[0] if isinstance(state, tuple) else state  # (2L, B, H)
-            fwd_final, bwd_final = h_n[-2], h_n[-1]
+            data, h_n = run(self._fused_module(), data)  # (..., 2H)
             hidden = self.hidden_sizes[-1]
             if self.merges[-1] == "none":
-                data = (data[:, :hidden], data[:, hidden:])
+                data = (data[..., :hidden], data[..., hidden:])
         else:
-            data = packed.data  # (N, input_size)
             for k, rnn in enumerate(self.layers):
                 if k > 0 and self.dropout > 0:
                     data = F.dropout(data, self.dropout, self.training)
-                out, state = rnn(packed._replace(data=data))
+                out, h_n = run(rnn, data)
                 hidden = self.hidden_sizes[k]
-                # (N, 2H) -> merged (N, H or 2H); the merge is row-wise so it works on packed rows
-                data = merge_pair(out.data[:, :hidden], out.data[:, hidden:], self.merges[k])
-            h_n = state[0] if isinstance(state, tuple) else state  # (2, B, H), batch order
-            fwd_final, bwd_final = h_n[0], h_n[1]
-
-        final = merge_pair(fwd_final, bwd_final, self.merges[-1])
+                # (..., 2H) -> merged (..., H or 2H): row-wise, so it works on packed rows too
+                data = merge_pair(out[..., :hidden], out[..., hidden:], self.merges[k])
+        # the last layer's forward state at each last token, backward state at the first token
+        final = merge_pair(h_n[-2], h_n[-1], self.merges[-1])
+        if packed is None:
+            return data, final
         if isinstance(data, tuple):
-            outputs = tuple(self._pad(packed, d, total) for d in data)
-        else:
-            outputs = self._pad(packed, data, total)
-        return outputs, final
+            return tuple(self._pad(packed, d, total) for d in data), final
+        return self._pad(packed, data, total), final
 
     @staticmethod
     def _pad(packed: PackedSequence, data: Tensor, total: int) -> Tensor:

@@ -59,6 +59,14 @@ class BiRNNModule(L.LightningModule):
         """Word ids (B, T) -> the encoder's (outputs, final); see `BiRNN.forward`."""
         return self.encoder(self.dropout(self.embedding(words)), lengths)
 
+    def on_before_optimizer_step(self, optimizer):
+        # learning rate and gradient norm (before clipping), every `log_every_n_steps` steps
+        if self.trainer.global_step % self.trainer.log_every_n_steps == 0:
+            norms = [p.grad.detach().norm() for p in self.parameters() if p.grad is not None]
+            if norms:
+                self.log("train/grad_norm", torch.stack(norms).norm())
+            self.log("train/lr", optimizer.param_groups[0]["lr"])
+
     def configure_optimizers(self):
         cfg = dict(self.optimizer_cfg)
         cls = OPTIMIZERS[cfg.pop("name")]
