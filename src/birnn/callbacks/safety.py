@@ -31,28 +31,60 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint, path, storage_options=None):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a killed process
+            stale.unlink(missing_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as f:
                 torch.save(checkpoint, f)
                 f.flush()
                 os.fsync(f.fileno())
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 -> what open() would give
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 class RunSafety(L.Callback):
-    """Stop on a non-finite loss before it reaches the weights; save `last.ckpt` when SIGTERM
-    arrives (Lightning stops after the current batch); keep RNG states in checkpoints.
+    """Keep `last.ckpt` current and a run resumable.
+
+    - writes `last.ckpt` at every epoch end (after validation, so it holds the best-score
+      state too) and, when set, every `every_n_train_steps` training steps;
+    - on SIGTERM (Lightning stops after the current batch) writes `last.ckpt` before exiting;
+    - stops on a non-finite loss before it reaches the weights;
+    - carries the RNG states and the number of batches already trained in the current epoch,
+      so a run resumed mid-epoch continues with the batches it had not reached yet.
 
     Args:
-        last_checkpoint: where the SIGTERM checkpoint goes (the run's `checkpoints/last.ckpt`).
+        last_checkpoint: the run's `checkpoints/last.ckpt`.
+        every_n_train_steps: also write it every N training steps (None: epoch ends only).
     """
 
-    def __init__(self, last_checkpoint: str):
+    def __init__(self, last_checkpoint: str, every_n_train_steps: int | None = None):
         self.last_checkpoint = last_checkpoint
+        self.every_n_train_steps = every_n_train_steps
+        self._trainer = None
+
+    def setup(self, trainer, pl_module, stage):
+        self._trainer = trainer
+
+    def save(self, trainer) -> None:
+        trainer.save_checkpoint(self.last_checkpoint)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        n = self.every_n_train_steps
+        if n and trainer.global_step % n == 0 and trainer.global_step > 0:
+            self.save(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.save(trainer)
 
     def on_before_backward(self, trainer, pl_module, loss):
         if not torch.isfinite(loss).all():
@@ -63,20 +95,33 @@ class RunSafety(L.Callback):
 
     def on_exception(self, trainer, pl_module, exception):
         if isinstance(exception, SIGTERMException):
-            trainer.save_checkpoint(self.last_checkpoint)
+            self.save(trainer)
             log.warning("SIGTERM: saved %s at step %d; continue with resume=true",
                         self.last_checkpoint, trainer.global_step)
 
     def state_dict(self):
         # tensors and plain Python values only, so `torch.load(weights_only=True)` reads it
         kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        progress = self._trainer.fit_loop.epoch_loop.batch_progress if self._trainer else None
+        batches = progress.current.completed if progress is not None else 0
+        # at an epoch end the next epoch starts afresh; mid-epoch, skip what was trained
+        epoch_done = self._trainer is not None and batches >= self._trainer.num_training_batches
+        epoch = self._trainer.current_epoch if self._trainer else 0
         return {
+            "epoch": epoch + 1 if epoch_done else epoch,  # where a resumed run continues
+            "batches_in_epoch": 0 if epoch_done else batches,
             "torch": torch.get_rng_state(),
             "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
             "python": random.getstate(),
         }
 
     def load_state_dict(self, state_dict):
+        datamodule = getattr(self._trainer, "datamodule", None)
+        if hasattr(datamodule, "resume_at") and "epoch" in state_dict:
+            # restored before Lightning draws the first training iterator, which it does
+            # before it moves to the next epoch: that iterator takes the epoch the run
+            # continues in and leaves out the batches already trained on
+            datamodule.resume_at = (state_dict["epoch"], state_dict["batches_in_epoch"])
         torch.set_rng_state(state_dict["torch"])
         kind, keys, pos, has_gauss, gauss = state_dict["numpy"]
         np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))

@@ -13,14 +13,12 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
-from rich.console import Console
-from rich.table import Table
 
 from birnn.callbacks import AtomicCheckpointIO, RunSafety, TrainingReport
 from birnn.cli.loggers import create_loggers, log_charts, log_config, log_final, save_charts
+from birnn.cli.report import print_scores, write_predictions
 from birnn.cli.validate import validate_config
 from birnn.errors import ConfigError
-from birnn.metrics.spans import get_spans
 
 log = logging.getLogger("birnn")
 
@@ -87,7 +85,8 @@ def train(cfg: DictConfig) -> dict:
 
     last = out / "checkpoints" / "last.ckpt"
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
-    callbacks.append(RunSafety(str(last)))
+    if not any(isinstance(c, RunSafety) for c in callbacks):
+        callbacks.append(RunSafety(str(last)))  # a NaN stop and a SIGTERM save, always
     loggers = create_loggers(cfg, out, resume=ckpt is not None)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                      plugins=[AtomicCheckpointIO()])
@@ -131,62 +130,15 @@ def _floats(results: dict, prefix: str) -> dict:
     return {k.removeprefix(prefix): float(v) for k, v in results.items()}
 
 
-def write_predictions(path: Path, datamodule, model) -> Path:
-    """Test predictions: for tagging a column file (token, gold tag, predicted tag); for
-    classification a TSV (gold label, predicted label, text). Returns the path written."""
-    split = datamodule.splits["test"]
-    labels = datamodule.labels.itos
-    predictions = model.test_predictions
-    if datamodule.task == "tagging":
-        path = path.with_suffix(".conll")
-        with path.open("w", encoding="utf-8") as f:
-            for i, (tokens, gold) in enumerate(zip(split.tokens, split.gold, strict=True)):
-                if i not in predictions:  # not scored (e.g. trainer.limit_test_batches)
-                    continue
-                pred = [labels[j] for j in predictions[i]]
-                for row in zip(tokens, gold, pred, strict=True):
-                    f.write(" ".join(row) + "\n")
-                f.write("\n")
-    else:
-        path = path.with_suffix(".tsv")
-        with path.open("w", encoding="utf-8") as f:
-            f.write("label\tpredicted\tsentence\n")
-            for i, (tokens, gold) in enumerate(zip(split.tokens, split.gold, strict=True)):
-                if i in predictions:
-                    f.write(f"{gold}\t{labels[predictions[i]]}\t{' '.join(tokens)}\n")
-    return path
-
-
 def print_test_table(metrics: dict, datamodule) -> None:
-    """Test scores: per-type and micro span P/R/F1 for tagging, accuracy and macro-F1 for
-    classification; then one summary line."""
-    test = metrics["test"]
-    table = Table(title=f"test ({datamodule.source})")
-    if datamodule.task == "tagging":
-        support: dict[str, int] = {}
-        for tags in datamodule.splits["test"].gold:
-            for kind, _, _ in get_spans(tags):
-                support[kind] = support.get(kind, 0) + 1
-        for column in ("type", "precision", "recall", "f1", "support"):
-            table.add_column(column, justify="left" if column == "type" else "right")
-        for kind in sorted(support):
-            table.add_row(kind, *(f"{100 * test.get(f'{m}/{kind}', 0.0):.2f}"
-                                  for m in ("precision", "recall", "f1")), str(support[kind]))
-        table.add_row("micro", *(f"{100 * test[m]:.2f}" for m in ("precision", "recall", "f1")),
-                      str(sum(support.values())), style="bold")
-    else:
-        for column in ("accuracy", "macro f1", "sentences"):
-            table.add_column(column, justify="right")
-        table.add_row(f"{100 * test['acc']:.2f}", f"{100 * test['macro_f1']:.2f}",
-                      str(len(datamodule.splits["test"])))
-    console = Console()
-    console.print(table)
+    """The test score table, then one line: val and test score, size, speed, padding, time."""
     key = metrics["monitor"].removeprefix("val/")
     rate = metrics["train_tokens_per_s"]
-    console.print(
-        f"val {key} {100 * metrics['val'][key]:.2f} | test {key} {100 * test[key]:.2f} | "
-        f"{metrics['parameters']:,} parameters | "
+    summary = (
+        f"val {key} {100 * metrics['val'][key]:.2f} | test {key} "
+        f"{100 * metrics['test'][key]:.2f} | {metrics['parameters']:,} parameters | "
         + (f"{rate:,.0f} training tokens/s | " if rate else "")
         + f"padded {100 * metrics['train_padded_fraction']:.1f}% | "
         + f"{metrics['wall_time_s']:.0f} s"
     )
+    print_scores(metrics["test"], datamodule, "test", summary)

@@ -131,6 +131,8 @@ class SequenceDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.splits: dict[str, EncodedSplit] = {}
+        # (epoch, batches already trained in it) where a resumed run continues
+        self.resume_at: tuple[int, int] | None = None
         self.words: Vocab | None = None
         self.labels: Vocab | None = None
 
@@ -213,8 +215,10 @@ class SequenceDataModule(L.LightningDataModule):
             if len(ds) == 0:
                 raise DataError(f"{split} split is empty", self.source)
             raw[split] = self.clean(split, ds["tokens"], self.gold_column(ds, split))
-        self.words = Vocab.build(raw["train"][0], min_freq=self.min_freq, lower=self.lowercase)
-        self.labels = self.build_labels(raw["train"][1])
+        if self.words is None:  # unless given (`use_vocabularies`), built on train only
+            self.words = Vocab.build(raw["train"][0], min_freq=self.min_freq,
+                                     lower=self.lowercase)
+            self.labels = self.build_labels(raw["train"][1])
         for split, (tokens, gold) in raw.items():
             gold = self.check_labels(split, gold)
             self.splits[split] = EncodedSplit(
@@ -269,17 +273,31 @@ class SequenceDataModule(L.LightningDataModule):
             seed=self.seed,
             num_replicas=replicas,
             rank=rank,
+            # the trainer's epoch when each pass starts: Lightning may draw an epoch's
+            # iterator before it calls set_epoch (it does so on a resume)
+            epoch_source=(lambda: self.trainer.current_epoch) if train and self.trainer else None,
         )
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         data = self.splits[split]
+        sampler = self.batch_sampler(split, train)
+        if train and self.resume_at is not None:
+            (sampler.resume_epoch, sampler.skip_batches), self.resume_at = self.resume_at, None
         return DataLoader(
             data,
-            batch_sampler=self.batch_sampler(split, train),
+            batch_sampler=sampler,
             collate_fn=lambda idx: self.collate(data, idx),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            # its own generator: creating an iterator then draws no number from the global
+            # RNG, so dropout's random stream does not depend on when loaders are iterated
+            # (a resumed run creates its first iterator at another moment than the original)
+            generator=torch.Generator().manual_seed(self.seed),
         )
+
+    def eval_dataloader(self, split: str) -> DataLoader:
+        """Batches of any split in evaluation order (sorted by length, no shuffling)."""
+        return self._loader(split, train=False)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)
@@ -308,6 +326,16 @@ class SequenceDataModule(L.LightningDataModule):
         return 1.0 - real / padded
 
     # --------------------------------------------------------------------------- checkpoint
+
+    def use_vocabularies(self, state: dict) -> None:
+        """Encode with these vocabularies (a checkpoint's `vocabularies`) instead of building
+        them on the training split; call before `setup`."""
+        if state.get("task") != self.task:
+            raise ConfigError(f"the checkpoint is a {state.get('task')} model but this is "
+                              f"{self.task} data: pick data=... for its task")
+        self.words = Vocab.from_state_dict(state["words"])
+        labels = Vocab.from_state_dict(state["labels"])
+        self.labels = Vocab([str(label) for label in labels.itos], unk=None)  # labels are text
 
     def vocabularies(self) -> dict:
         """What a checkpoint needs to read and label new text like this data."""

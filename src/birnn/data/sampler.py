@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch.utils.data import Sampler
@@ -27,6 +27,8 @@ class BucketBatchSampler(Sampler[list[int]]):
         pool_batches: batches per sorting pool; 1 gives random batches (no bucketing).
         seed: base seed of the shuffles.
         num_replicas, rank: process count and this process's rank (1 and 0 without DDP).
+        epoch_source: returns the current epoch when an iteration starts (the trainer's);
+            without it, the epoch is what `set_epoch` last set.
     """
 
     def __init__(
@@ -38,6 +40,7 @@ class BucketBatchSampler(Sampler[list[int]]):
         seed: int = 0,
         num_replicas: int = 1,
         rank: int = 0,
+        epoch_source: Callable[[], int] | None = None,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -49,6 +52,11 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.num_replicas = num_replicas
         self.rank = rank
         self.epoch = 0
+        self.epoch_source = epoch_source
+        # for the next iteration only, a resumed run's place: its epoch, and the batches to
+        # leave out because the checkpointed run had trained on them
+        self.resume_epoch: int | None = None
+        self.skip_batches = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -58,7 +66,10 @@ class BucketBatchSampler(Sampler[list[int]]):
         if not self.shuffle:
             order = torch.sort(self.lengths, stable=True).indices
             return [order[i : i + self.batch_size].tolist() for i in range(0, n, self.batch_size)]
-        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        epoch = self.epoch_source() if self.epoch_source is not None else self.epoch
+        if self.resume_epoch is not None:
+            epoch, self.resume_epoch = self.resume_epoch, None
+        g = torch.Generator().manual_seed(self.seed + epoch)
         perm = torch.randperm(n, generator=g)
         pool = self.batch_size * self.pool_batches
         batches = []
@@ -78,7 +89,8 @@ class BucketBatchSampler(Sampler[list[int]]):
             total = len(self) * self.num_replicas
             batches = (batches * math.ceil(total / max(1, len(batches))))[:total]
             batches = batches[self.rank :: self.num_replicas]
-        return iter(batches)
+        skip, self.skip_batches = self.skip_batches, 0
+        return iter(batches[skip:])
 
     def __len__(self) -> int:
         count = math.ceil(len(self.lengths) / self.batch_size)
