@@ -84,7 +84,7 @@ def lightning_loop(cfg, datamodule, epochs: int, out: Path) -> float:
     """Training tokens/s of `train.py`'s trainer and callbacks, validation off."""
     model = new_model(cfg, datamodule)
     callbacks = [instantiate(c) for name, c in cfg.callbacks.items()
-                 if c and name not in ("checkpoint", "early_stopping")]
+                 if c and name not in ("best", "early_stopping")]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=False, max_epochs=epochs,
                           limit_val_batches=0, enable_checkpointing=False,
                           enable_progress_bar=False, default_root_dir=str(out))

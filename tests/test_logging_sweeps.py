@@ -257,3 +257,21 @@ def test_optuna_search(tmp_path):
     assert any(score == pytest.approx(results["best_value"])
                and all(f"{k}={v}" in overrides for k, v in results["best_params"].items())
                for score, overrides in scores.values())
+
+
+@pytest.mark.slow
+def test_submitit_local_launcher_runs_the_sweep_as_subprocesses(tmp_path):
+    """The launcher cluster sweeps use (`hydra/launcher=submitit_slurm`), in its local form."""
+    sweep = tmp_path / "sweep"
+    result = run_train(tmp_path, "-m", "hydra/launcher=submitit_local", "encoder.merge=sum,ave",
+                       *CHEAP, f"hydra.sweep.dir={sweep}", timeout=600)
+    check_ok(result)
+    jobs = _jobs(sweep)
+    assert [p.name for p in jobs] == ["0", "1"]
+    merges = set()
+    for job in jobs:
+        assert json.loads((job / "metrics.json").read_text())["test"]["f1"] >= 0
+        merges.add(yaml.safe_load((job / "config.yaml").read_text())["encoder"]["merge"])
+        # each job ran in its own process, whose submitit logs sit in the sweep folder
+    assert merges == {"sum", "ave"}
+    assert list(sweep.glob(".submitit/*/*_log.out"))
