@@ -34,7 +34,7 @@ from omegaconf import DictConfig
 from torch.nn.utils.rnn import pad_sequence
 
 from birnn.data.columns import DOCSTART
-from birnn.data.vocab import Vocab
+from birnn.data.vocab import Vocab, casing_ids, char_ids, pad_chars
 from birnn.errors import ConfigError, DataError
 from birnn.models import SentenceClassifier, TokenTagger
 from birnn.models.base import BiRNNModule
@@ -155,6 +155,18 @@ class Predictor:
         self.task = vocabularies["task"]
         self.words = Vocab.from_state_dict(vocabularies["words"])
         self.labels = [str(label) for label in Vocab.from_state_dict(vocabularies["labels"]).itos]
+        chars = vocabularies.get("chars")
+        self.chars = Vocab.from_state_dict(chars) if chars else None
+
+    def features(self, sentences: list[Sequence[str]]) -> dict[str, torch.Tensor]:
+        """A tagger's token features, as its data module batches them: `casing` (B, T) and,
+        with a character vocabulary, `chars` (B, T, W)."""
+        out = {"casing": pad_sequence([casing_ids(list(s)) for s in sentences],
+                                      batch_first=True, padding_value=0).to(self.device)}
+        if self.chars is not None:
+            out["chars"] = pad_chars([char_ids(self.chars, list(s))
+                                      for s in sentences]).to(self.device)
+        return out
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> Predictor:
@@ -176,12 +188,13 @@ class Predictor:
                    for i in batch]
             lengths = torch.tensor([len(x) for x in ids], dtype=torch.int64)  # (B,)
             words = pad_sequence(ids, batch_first=True, padding_value=0).to(self.device)
-            scores = self.model(words, lengths).float()  # (B, T, labels) or (B, labels)
             if self.task == "tagging":
-                predicted = scores.argmax(-1).cpu().tolist()  # (B, T)
-                for i, n, tags in zip(batch, lengths.tolist(), predicted, strict=True):
-                    results[i] = [self.labels[j] for j in tags[:n]]
+                features = self.features([sentences[i] for i in batch])
+                predicted = self.model.decode(words, lengths, **features)  # trimmed
+                for i, tags in zip(batch, predicted, strict=True):
+                    results[i] = [self.labels[j] for j in tags]
             else:
+                scores = self.model(words, lengths).float()  # (B, labels)
                 probability, predicted = scores.softmax(-1).max(-1)  # (B,), (B,)
                 for i, p, j in zip(batch, probability.cpu().tolist(), predicted.cpu().tolist(),
                                    strict=True):

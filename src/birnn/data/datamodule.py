@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from birnn.data.sampler import BucketBatchSampler
 from birnn.data.sources import load_hub, load_local_split
-from birnn.data.vocab import Vocab, label_vocab
+from birnn.data.vocab import PAD, UNK, Vocab, casing_ids, char_ids, label_vocab, pad_chars
 from birnn.errors import ConfigError, DataError
 from birnn.metrics.spans import SCHEMES, convert_tags
 
@@ -42,6 +42,8 @@ class EncodedSplit(Dataset):
     gold: list
     word_ids: list[torch.Tensor]
     targets: list[torch.Tensor] | torch.Tensor
+    casing: list[torch.Tensor] | None = None  # word-shape ids (T,) per sentence (tagging)
+    char_ids: list[torch.Tensor] | None = None  # character ids (T, W) per sentence
     lengths: list[int] = field(init=False)
 
     def __post_init__(self):
@@ -350,11 +352,18 @@ class TaggingDataModule(SequenceDataModule):
         scheme: tag scheme of the source (`iob1`, `iob2`, `iobes`); converted to IOB2.
         unknown_labels: what to do with a dev/test tag never seen in train: `error`, or
             `outside` (map it to O with a warning).
+        chars: add character ids `chars` (B, T, W) to batches, with a character vocabulary
+            built on the training split (and kept in `vocabularies()`): True, or the model's
+            `char.kind` (`cnn`/`birnn` turn it on, `none` off). A checkpoint with a
+            character vocabulary turns it on in `use_vocabularies`.
+
+    Batches always carry `casing` (B, T): word-shape ids (see `birnn.data.vocab.word_shape`).
     """
 
     task = "tagging"
 
-    def __init__(self, *args, scheme: str = "iob2", unknown_labels: str = "error", **kwargs):
+    def __init__(self, *args, scheme: str = "iob2", unknown_labels: str = "error",
+                 chars: bool | str = False, **kwargs):
         if scheme not in SCHEMES:
             raise ConfigError(f"data.scheme: unknown {scheme!r} (valid: {', '.join(SCHEMES)})")
         if unknown_labels not in UNKNOWN_LABELS:
@@ -362,9 +371,41 @@ class TaggingDataModule(SequenceDataModule):
                               f"(valid: {', '.join(UNKNOWN_LABELS)})")
         kwargs.setdefault("files", {"train": "train.txt", "validation": "dev.txt",
                                     "test": "test.txt"})
+        if chars not in (True, False, None, "none", "cnn", "birnn"):
+            raise ConfigError(f"data.chars: must be true, false or a model.char.kind (none, "
+                              f"cnn, birnn), got {chars!r}")
         super().__init__(*args, **kwargs)
         self.scheme = scheme
         self.unknown_labels = unknown_labels
+        self.use_chars = chars not in (False, None, "none")
+        self.chars: Vocab | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        fresh = not self.splits
+        super().setup(stage)
+        if not fresh:
+            return
+        if self.use_chars and self.chars is None:  # built on train only
+            self.chars = Vocab.build(("".join(s) for s in self.splits["train"].tokens),
+                                     specials=(PAD, UNK))
+        for data in self.splits.values():
+            data.casing = [casing_ids(s) for s in data.tokens]
+            if self.use_chars:
+                data.char_ids = [char_ids(self.chars, s) for s in data.tokens]
+
+    def collate(self, split, indices):
+        batch = super().collate(split, indices)
+        batch["casing"] = pad_sequence([split.casing[i] for i in indices], batch_first=True,
+                                       padding_value=0)  # (B, T)
+        if self.use_chars:
+            batch["chars"] = pad_chars([split.char_ids[i] for i in indices])  # (B, T, W)
+        return batch
+
+    def use_vocabularies(self, state: dict) -> None:
+        super().use_vocabularies(state)
+        if state.get("chars"):
+            self.chars = Vocab.from_state_dict(state["chars"])
+            self.use_chars = True
 
     def gold_column(self, ds, split):
         tags = ds["tags"]
@@ -411,7 +452,8 @@ class TaggingDataModule(SequenceDataModule):
                                      padding_value=IGNORE_INDEX)}  # (B, T)
 
     def vocabularies(self):
-        return {**super().vocabularies(), "scheme": "iob2"}
+        extra = {"chars": self.chars.state_dict()} if self.chars is not None else {}
+        return {**super().vocabularies(), "scheme": "iob2", **extra}
 
 
 class ClassificationDataModule(SequenceDataModule):

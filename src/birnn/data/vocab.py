@@ -68,3 +68,53 @@ def label_vocab(sequences: Iterable[Iterable[str]], outside: str | None = "O") -
         labels.remove(outside)
         labels.insert(0, outside)
     return Vocab(labels, unk=None)
+
+
+# ------------------------------------------------------------------- token-level features
+
+# word shape ids for the casing feature; 0 is padding
+CASING = ("<pad>", "lower", "upper", "title", "digit", "other")
+
+
+def word_shape(token: str) -> int:
+    """The casing class of a token: all lower, all upper, title case, has a digit, other."""
+    if any(c.isdigit() for c in token):
+        return 4
+    if token.islower():
+        return 1
+    if token.isupper():
+        return 2
+    if token.istitle():
+        return 3
+    return 5
+
+
+def casing_ids(tokens: list[str]):
+    """Word-shape ids (T,) of a sentence."""
+    import torch
+
+    return torch.tensor([word_shape(t) for t in tokens], dtype=torch.int64)
+
+
+def char_ids(chars: Vocab, tokens: list[str]):
+    """Character ids (T, W) of a sentence, W its longest word, padded with 0."""
+    import torch
+
+    width = max(1, max((len(t) for t in tokens), default=1))
+    out = torch.zeros(len(tokens), width, dtype=torch.int64)
+    for i, token in enumerate(tokens):
+        if token:
+            out[i, : len(token)] = torch.tensor(chars.encode(token), dtype=torch.int64)
+    return out
+
+
+def pad_chars(sentences: list):
+    """(T_i, W_i) character id tensors -> one (B, T, W) tensor padded with 0."""
+    import torch
+
+    steps = max(s.size(0) for s in sentences)
+    width = max(s.size(1) for s in sentences)
+    out = torch.zeros(len(sentences), steps, width, dtype=torch.int64)
+    for i, s in enumerate(sentences):
+        out[i, : s.size(0), : s.size(1)] = s
+    return out

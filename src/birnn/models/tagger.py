@@ -1,23 +1,40 @@
-"""Token classification: word embeddings -> BiRNN -> linear head (softmax)."""
+"""Token classification: word embeddings -> BiRNN -> linear head -> softmax or a CRF."""
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from birnn.errors import ConfigError
 from birnn.metrics.spans import SpanF1
 from birnn.models.base import BiRNNModule
+from birnn.models.crf import CRF, iob2_constraints
 
 IGNORE_INDEX = -100
+HEADS = ("softmax", "crf")
+FEATURES = ("chars", "casing")  # batch keys passed on to the model when present
 
 
 class TokenTagger(BiRNNModule):
-    """A BiRNN sequence tagger scored with span-level P/R/F1 (see `BiRNNModule` for args)."""
+    """A BiRNN sequence tagger scored with span-level P/R/F1.
 
-    def __init__(self, vocab_size: int, labels: list[str], encoder: dict, **kwargs):
+    Args (besides `BiRNNModule`'s):
+        head: `softmax` (independent per-token cross-entropy, argmax decoding) or `crf`
+            (a linear-chain CRF: sentence negative log-likelihood, Viterbi decoding).
+        constrained: with `crf` and IOB2 labels, forbid invalid transitions (O -> I-X,
+            B-X/I-X -> I-Y with Y != X, I-X first), so decoded tags are always valid IOB2.
+    """
+
+    def __init__(self, vocab_size: int, labels: list[str], encoder: dict,
+                 head: str = "softmax", constrained: bool = True, **kwargs):
+        if head not in HEADS:
+            raise ConfigError(f"model.head: unknown {head!r} (valid: {', '.join(HEADS)})")
         super().__init__(vocab_size, labels, encoder, **kwargs)
         self.save_hyperparameters()
         num_labels = len(self.labels)
+        self.crf = CRF(num_labels, iob2_constraints(self.labels) if constrained else None) \
+            if head == "crf" else None
         if self.encoder.merges[-1] == "none":
             # an unmerged pair: one projection per direction, summed (a linear map of [f; b])
             self.head = nn.ModuleList(
@@ -29,27 +46,53 @@ class TokenTagger(BiRNNModule):
         self.test_spans = SpanF1(self.labels)
         self.test_predictions: dict[int, list[int]] = {}
 
-    def forward(self, words: Tensor, lengths: Tensor) -> Tensor:
-        """Tag scores (B, T, num_labels) for word ids (B, T) with `lengths` (B,)."""
-        outputs, _ = self.encode(words, lengths)  # (B, T, output_size), or a pair for `none`
+    def forward(self, words: Tensor, lengths: Tensor, chars: Tensor | None = None,
+                casing: Tensor | None = None) -> Tensor:
+        """Tag scores (B, T, num_labels) for word ids (B, T) with `lengths` (B,); the CRF's
+        emission scores with head `crf`. `chars` (B, T, W) and `casing` (B, T) feed the
+        character and casing features when the model has them."""
+        # (B, T, output_size), or a pair for `none`
+        outputs, _ = self.encode(words, lengths, chars, casing)
         if isinstance(outputs, tuple):
             return sum(h(self.dropout(o)) for h, o in zip(self.head, outputs, strict=True))
         return self.head(self.dropout(outputs))
 
-    def loss(self, logits: Tensor, tags: Tensor) -> Tensor:
+    def decode(self, words: Tensor, lengths: Tensor, **features) -> list[list[int]]:
+        """Predicted tag ids per sentence, trimmed to its length: Viterbi with the CRF,
+        per-token argmax with softmax."""
+        return self.decode_scores(self(words, lengths, **features), lengths)
+
+    def decode_scores(self, scores: Tensor, lengths: Tensor) -> list[list[int]]:
+        if self.crf is not None:
+            return self.crf.viterbi(scores, lengths)
+        return [p[:n] for p, n in zip(scores.argmax(-1).tolist(), lengths.tolist(), strict=True)]
+
+    def loss(self, logits: Tensor, tags: Tensor, lengths: Tensor | None = None) -> Tensor:
+        if self.crf is not None:
+            if lengths is None:
+                lengths = (tags != IGNORE_INDEX).sum(1)
+            return self.crf.nll(logits, tags, lengths)
         return F.cross_entropy(logits.flatten(0, 1), tags.flatten(), ignore_index=IGNORE_INDEX)
 
+    @staticmethod
+    def features(batch: dict) -> dict:
+        return {k: batch[k] for k in FEATURES if k in batch}
+
     def training_step(self, batch, batch_idx):
-        loss = self.loss(self(batch["words"], batch["lengths"]), batch["tags"])
+        logits = self(batch["words"], batch["lengths"], **self.features(batch))
+        loss = self.loss(logits, batch["tags"], batch["lengths"])
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["lengths"]))
         return loss
 
-    def _evaluate(self, batch, metric: SpanF1, prefix: str) -> Tensor:
-        logits = self(batch["words"], batch["lengths"])
-        self.log(f"{prefix}/loss", self.loss(logits, batch["tags"]),
+    def _evaluate(self, batch, metric: SpanF1, prefix: str) -> list[list[int]]:
+        logits = self(batch["words"], batch["lengths"], **self.features(batch))
+        self.log(f"{prefix}/loss", self.loss(logits, batch["tags"], batch["lengths"]),
                  batch_size=len(batch["lengths"]))
-        preds = logits.argmax(-1)
-        metric.update(preds, batch["tags"], batch["lengths"])
+        preds = self.decode_scores(logits, batch["lengths"])
+        padded = torch.zeros_like(batch["tags"])
+        for i, p in enumerate(preds):
+            padded[i, : len(p)] = torch.tensor(p, dtype=padded.dtype)
+        metric.update(padded, batch["tags"], batch["lengths"])
         return preds
 
     def validation_step(self, batch, batch_idx):
@@ -63,9 +106,8 @@ class TokenTagger(BiRNNModule):
 
     def test_step(self, batch, batch_idx):
         preds = self._evaluate(batch, self.test_spans, "test")
-        for i, n, p in zip(batch["index"].tolist(), batch["lengths"].tolist(), preds.tolist(),
-                           strict=True):
-            self.test_predictions[i] = p[:n]
+        for i, p in zip(batch["index"].tolist(), preds, strict=True):
+            self.test_predictions[i] = p
 
     def on_test_epoch_end(self):
         self._log_spans(self.test_spans, "test")
