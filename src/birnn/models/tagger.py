@@ -6,12 +6,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from birnn.data.datamodule import IGNORE_INDEX
 from birnn.errors import ConfigError
 from birnn.metrics.spans import SpanF1
 from birnn.models.base import BiRNNModule
 from birnn.models.crf import CRF, iob2_constraints
 
-IGNORE_INDEX = -100
 HEADS = ("softmax", "crf")
 FEATURES = ("chars", "casing")  # batch keys passed on to the model when present
 
