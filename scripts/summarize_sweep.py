@@ -4,7 +4,8 @@ Usage::
 
     python scripts/summarize_sweep.py multirun/DATE/TIME [--out DIR]
 
-The sweep folder holds one numbered folder per job (``0/``, ``1/``, ...). From each job it reads
+The sweep folder holds one numbered folder per job (``0/``, ``1/``, ...; or any folder with
+``.hydra/overrides.yaml``, for multiruns that share one folder). From each job it reads
 
 - ``.hydra/overrides.yaml``: the job's override strings;
 - ``config.yaml`` (the resolved config; ``.hydra/config.yaml`` when it is missing):
@@ -17,11 +18,24 @@ The sweep folder holds one numbered folder per job (``0/``, ``1/``, ...). From e
 It writes into ``--out`` (default: the sweep folder itself)
 
 - ``summary.md``: one row per job, best validation score first (lowest first when the sweep's
-  ``monitor_mode`` is ``min``), failed jobs last;
+  ``monitor_mode`` is ``min``), failed jobs last; below it two sections:
+
+  - "Mean over seeds": jobs whose override strings are the same once any ``seed=...`` override
+    is dropped form one group; per group the number of finished seeds and of failed jobs, the
+    mean ± sample std (ddof=1; just the mean for a single seed) of the validation score, the test
+    score and training tokens/s, and the mean wall time. Failed jobs are counted, not averaged;
+  - "Merge mode × cell": when merge mode and/or cell type vary (resolved config labels) and no
+    other override does (``seed`` aside), a pivot of "dev mean ± std / test mean ± std" with one
+    row per merge mode (concat, sum, mul, ave, then others) and one column per cell type (lstm,
+    gru, then others, per-layer lists by their string); scores in percent with one decimal when
+    the monitored metric is f1 / acc / accuracy with values in [0, 1], else as stored. A second
+    pivot gives the mean training tokens/s in thousands ("12.3k"). Otherwise one line says why
+    there is no pivot;
 - ``summary.png``: test score against training tokens/s, one marker shape per merge mode and one
   colour per cell type (per-layer lists shown as their string); failed jobs are left out;
 
-and prints the table and the paths written. Scores are printed as stored in ``metrics.json``.
+and prints the tables and the paths written. Per-job scores are printed as stored in
+``metrics.json``.
 Exit status 2, with one line on stderr, when the folder does not exist or holds no job folders.
 """
 
@@ -29,7 +43,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import statistics
 import sys
+from collections import Counter
 from pathlib import Path
 
 import yaml
@@ -108,12 +125,18 @@ def _number(value) -> float | None:
 
 
 def job_folders(folder: Path) -> list[Path]:
-    """The numbered job folders of a sweep, in job order."""
-    return sorted((p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()),
-                  key=lambda p: int(p.name))
+    """The job folders of a sweep: numbered folders (Hydra's default `hydra.sweep.subdir`) in
+    job order, then any other folder holding `.hydra/overrides.yaml` (a custom subdir, e.g.
+    `hydra.sweep.subdir=seed${seed}_${hydra.job.num}` when several multiruns share one sweep
+    folder), by name."""
+    numbered = sorted((p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()),
+                      key=lambda p: int(p.name))
+    named = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.isdigit()
+                   and (p / ".hydra" / "overrides.yaml").is_file())
+    return numbered + named
 
 
-def load_job(path: Path) -> dict:
+def load_job(path: Path, order: int = 0) -> dict:
     """One job folder as a flat record (see `load_jobs`)."""
     overrides = _read_yaml(path / ".hydra" / "overrides.yaml")
     overrides = [str(o) for o in overrides] if isinstance(overrides, list) else []
@@ -132,7 +155,8 @@ def load_job(path: Path) -> dict:
     cell = encoder.get("cell", _override_value(overrides, "encoder.cell"))
     merge = encoder.get("merge", _override_value(overrides, "encoder.merge"))
     return {
-        "job": int(path.name),
+        "job": int(path.name) if path.name.isdigit() else path.name,
+        "order": order,  # position among the sweep's job folders
         "path": path,
         "overrides": overrides,
         "cell": _label(cell),
@@ -153,11 +177,11 @@ def sort_jobs(jobs: list[dict]) -> list[dict]:
     """Best monitored validation score first, jobs without a score next, failed jobs last."""
     def key(job: dict):
         if not job["ok"]:
-            return (2, 0.0, job["job"])
+            return (2, 0.0, job["order"])
         if job["val"] is None:
-            return (1, 0.0, job["job"])
+            return (1, 0.0, job["order"])
         score = job["val"] if job["mode"] == "min" else -job["val"]
-        return (0, score, job["job"])
+        return (0, score, job["order"])
 
     return sorted(jobs, key=key)
 
@@ -168,7 +192,7 @@ def load_jobs(folder: Path | str) -> list[dict]:
     Each record has: job (int), path, overrides (list of str), cell, merge (str labels), monitor
     (e.g. 'val/f1'), mode ('max'/'min'), ok (bool), val, test, tokens_per_s, parameters,
     wall_time_s (float or None) and error (str for a failed job, else None).
-    Raises `SweepError` when the folder does not exist or holds no numbered job folders.
+    Raises `SweepError` when the folder does not exist or holds no job folders.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -176,7 +200,7 @@ def load_jobs(folder: Path | str) -> list[dict]:
     paths = job_folders(folder)
     if not paths:
         raise SweepError(f"no job folders (0/, 1/, ...) in {folder}")
-    return sort_jobs([load_job(p) for p in paths])
+    return sort_jobs([load_job(p, k) for k, p in enumerate(paths)])
 
 
 # --------------------------------------------------------------------------- table
@@ -225,7 +249,8 @@ def _md_cell(text: str) -> str:
 
 
 def markdown(jobs: list[dict], folder: Path | str) -> str:
-    """summary.md's text: a header line, a count line, and the table."""
+    """summary.md's text: a header line, a count line, the per-job table, then the sections of
+    `seed_markdown` (mean over seeds; merge mode × cell)."""
     names = monitors(jobs)
     modes = {job["mode"] for job in jobs}
     order = "lower is better" if modes == {"min"} else "higher is better"
@@ -242,7 +267,7 @@ def markdown(jobs: list[dict], folder: Path | str) -> str:
     lines.append("|" + "|".join("---:" if c in RIGHT else "---" for c in COLUMNS) + "|")
     for row in table_rows(jobs):
         lines.append("| " + " | ".join(_md_cell(cell) for cell in row) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n\n" + seed_markdown(jobs)
 
 
 def write_markdown(jobs: list[dict], folder: Path | str, path: Path) -> Path:
@@ -252,8 +277,9 @@ def write_markdown(jobs: list[dict], folder: Path | str, path: Path) -> Path:
 
 
 def print_table(jobs: list[dict], folder: Path | str) -> None:
-    """The summary table on stdout: a rich table on a terminal, else the Markdown text."""
+    """The summary on stdout: rich tables on a terminal, else the Markdown text of summary.md."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
@@ -265,8 +291,277 @@ def print_table(jobs: list[dict], folder: Path | str) -> None:
         table.add_column(name, justify="right" if column in RIGHT else "left",
                          no_wrap=column in RIGHT, overflow="fold")
     for job, row in zip(jobs, table_rows(jobs), strict=True):
-        table.add_row(*row, style=None if job["ok"] else "red")
+        table.add_row(*(escape(cell) for cell in row), style=None if job["ok"] else "red")
     console.print(table)
+    _print_seed_sections(jobs, console)
+
+
+# --------------------------------------------------------------------------- seeds and pivot
+
+
+SEED_KEY = "seed"
+MERGE_KEY = "encoder.merge"
+CELL_KEY = "encoder.cell"
+MERGE_ORDER = ("concat", "sum", "mul", "ave")
+CELL_ORDER = ("lstm", "gru")
+PERCENT_METRICS = {"f1", "acc", "accuracy"}
+SEED_COLUMNS = ("overrides (seed aside)", "seeds", "failed", "val {m}", "test {m}",
+                "train tokens/s", "wall time (s)")
+SEED_RIGHT = {"seeds", "failed", "val {m}", "test {m}", "train tokens/s", "wall time (s)"}
+
+
+def _override_name(item: str) -> str | None:
+    """`+seed=3` -> 'seed'; an override without `=` (e.g. `~seed`) -> None."""
+    name, sep, _ = item.lstrip("+~").partition("=")
+    return name if sep else None
+
+
+def group_key(job: dict) -> tuple[str, ...]:
+    """A job's override strings without its `seed=...` override(s): jobs that differ only in
+    their seed share a key."""
+    return tuple(o for o in job["overrides"] if _override_name(o) != SEED_KEY)
+
+
+def _stats(values: list[float | None]) -> tuple[float | None, float | None]:
+    """(mean, sample std with ddof=1) of the values that are not None; std is None below two."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def aggregate(jobs: list[dict]) -> dict:
+    """Statistics over the finished jobs of `jobs` (failed ones are only counted).
+
+    Returns n (finished jobs), failed, val_mean/val_std, test_mean/test_std,
+    tokens_mean/tokens_std, wall_mean (float or None; the stds None below two values).
+    """
+    done = [j for j in jobs if j["ok"]]
+    record = {"n": len(done), "failed": len(jobs) - len(done)}
+    for name, field in (("val", "val"), ("test", "test"), ("tokens", "tokens_per_s")):
+        record[f"{name}_mean"], record[f"{name}_std"] = _stats([j[field] for j in done])
+    record["wall_mean"] = _stats([j["wall_time_s"] for j in done])[0]
+    return record
+
+
+def seed_groups(jobs: list[dict]) -> list[dict]:
+    """Jobs grouped by `group_key`, each group an `aggregate` record plus overrides (the key as
+    a list), jobs (the group's job numbers), merge, cell and mode (from its first job).
+
+    Best mean validation score first (lowest first in `min` mode), groups without a score next,
+    groups with no finished job last; ties in order of their first job.
+    """
+    grouped: dict[tuple[str, ...], list[dict]] = {}
+    for job in sorted(jobs, key=lambda j: j["order"]):
+        grouped.setdefault(group_key(job), []).append(job)
+    groups = []
+    for key, members in grouped.items():
+        first = members[0]
+        groups.append({"overrides": list(key), "jobs": [j["job"] for j in members],
+                       "merge": first["merge"], "cell": first["cell"], "mode": first["mode"],
+                       **aggregate(members)})
+
+    def order(group: dict):
+        if group["n"] == 0:
+            return (2, 0.0, group["jobs"][0])
+        if group["val_mean"] is None:
+            return (1, 0.0, group["jobs"][0])
+        score = group["val_mean"] if group["mode"] == "min" else -group["val_mean"]
+        return (0, score, group["jobs"][0])
+
+    return sorted(groups, key=order)
+
+
+def _mean_std(mean: float | None, std: float | None, spec: str, scale: float = 1.0) -> str:
+    """'0.8100 ± 0.0141'; just the mean when there is no std (a single value); '–' for none."""
+    if mean is None:
+        return "–"
+    text = format(mean * scale, spec)
+    return text if std is None else f"{text} ± {format(std * scale, spec)}"
+
+
+def seed_table_rows(groups: list[dict]) -> list[list[str]]:
+    """The mean-over-seeds table as strings, one list per group, in `SEED_COLUMNS` order."""
+    return [[
+        " ".join(g["overrides"]) or "(none)",
+        str(g["n"]),
+        str(g["failed"]),
+        _mean_std(g["val_mean"], g["val_std"], ".4f"),
+        _mean_std(g["test_mean"], g["test_std"], ".4f"),
+        _mean_std(g["tokens_mean"], g["tokens_std"], ",.0f"),
+        _fmt(g["wall_mean"], ".1f"),
+    ] for g in groups]
+
+
+def _ordered(labels, preferred: tuple[str, ...]) -> list[str]:
+    present = list(dict.fromkeys(labels))
+    return [p for p in preferred if p in present] + [p for p in present if p not in preferred]
+
+
+def pivot_skip_reason(jobs: list[dict]) -> str | None:
+    """Why the merge × cell pivot is not drawn for this sweep, or None when it is.
+
+    It is drawn when merge mode and/or cell type (resolved labels) vary and every override other
+    than `encoder.merge`, `encoder.cell` and `seed` is the same in all jobs.
+    """
+    others: list[dict[str, str]] = []
+    for job in jobs:
+        rest = {}
+        for item in job["overrides"]:
+            name = _override_name(item)
+            if name not in (SEED_KEY, MERGE_KEY, CELL_KEY):
+                rest[name if name is not None else item] = item
+        others.append(rest)
+    names = dict.fromkeys(name for rest in others for name in rest)
+    varying = [n for n in names if len({rest.get(n) for rest in others}) > 1]
+    if varying:
+        return ("Merge × cell pivot skipped: overrides other than encoder.merge, encoder.cell "
+                f"and seed also vary ({', '.join(f'`{n}`' for n in varying)}).")
+    if len({j["merge"] for j in jobs}) < 2 and len({j["cell"] for j in jobs}) < 2:
+        return "Merge × cell pivot skipped: neither encoder.merge nor encoder.cell varies."
+    return None
+
+
+def _percent(jobs: list[dict]) -> bool:
+    """Scores shown as percentages: one monitored metric, named f1 / acc / accuracy (alone or as
+    a `_`-separated part, e.g. `f1_macro`), and every finished score within [0, 1]."""
+    names = monitors(jobs)
+    if len(names) != 1:
+        return False
+    parts = set(re.split(r"[_\-/]", names[0].removeprefix("val/").lower()))
+    values = [j[k] for j in jobs if j["ok"] for k in ("val", "test") if j[k] is not None]
+    return bool(parts & PERCENT_METRICS) and all(0.0 <= v <= 1.0 for v in values)
+
+
+def pivot(jobs: list[dict]) -> dict:
+    """The merge × cell pivot: merges (rows: concat, sum, mul, ave, then others), cells (columns:
+    lstm, gru, then others), percent (bool), cells {(merge, cell): `aggregate` record} for the
+    combinations with at least one job. Call only when `pivot_skip_reason` is None."""
+    jobs = sorted(jobs, key=lambda j: j["order"])
+    cells: dict[tuple[str, str], list[dict]] = {}
+    for job in jobs:
+        cells.setdefault((job["merge"], job["cell"]), []).append(job)
+    return {
+        "merges": _ordered((j["merge"] for j in jobs), MERGE_ORDER),
+        "cells": _ordered((j["cell"] for j in jobs), CELL_ORDER),
+        "percent": _percent(jobs),
+        "stats": {key: aggregate(members) for key, members in cells.items()},
+    }
+
+
+def _common_n(table: dict) -> int | None:
+    counts = Counter(s["n"] for s in table["stats"].values() if s["n"])
+    return counts.most_common(1)[0][0] if counts else None
+
+
+def pivot_score_rows(table: dict) -> list[list[str]]:
+    """'dev mean ± std / test mean ± std' per merge (row) and cell (column); a cell whose number
+    of finished seeds differs from the most common one, or with failed jobs, says so."""
+    scale, spec = (100.0, ".1f") if table["percent"] else (1.0, ".4f")
+    common = _common_n(table)
+    rows = []
+    for merge in table["merges"]:
+        row = [merge]
+        for cell in table["cells"]:
+            s = table["stats"].get((merge, cell))
+            if s is None:
+                row.append("–")
+                continue
+            text = "–" if s["n"] == 0 else (
+                f"{_mean_std(s['val_mean'], s['val_std'], spec, scale)} / "
+                f"{_mean_std(s['test_mean'], s['test_std'], spec, scale)}")
+            notes = ([f"n={s['n']}"] if s["n"] and s["n"] != common else []) + (
+                [f"{s['failed']} failed"] if s["failed"] else [])
+            row.append(text + (f" ({', '.join(notes)})" if notes else ""))
+        rows.append(row)
+    return rows
+
+
+def pivot_speed_rows(table: dict) -> list[list[str]]:
+    """Mean training tokens/s per merge (row) and cell (column), in thousands: '12.3k'."""
+    rows = []
+    for merge in table["merges"]:
+        row = [merge]
+        for cell in table["cells"]:
+            s = table["stats"].get((merge, cell))
+            mean = None if s is None else s["tokens_mean"]
+            row.append("–" if mean is None else f"{mean / 1000:.1f}k")
+        rows.append(row)
+    return rows
+
+
+def seed_sections(jobs: list[dict]) -> list[tuple[str, object]]:
+    """The '## Mean over seeds' and '## Merge mode × cell' sections as blocks:
+    ('heading', text), ('text', text) or ('table', (header, right-aligned flags, rows))."""
+    names = monitors(jobs)
+    metric = names[0].removeprefix("val/") if len(names) == 1 else "score"
+    groups = seed_groups(jobs)
+    blocks: list[tuple[str, object]] = [
+        ("heading", "Mean over seeds"),
+        ("text", f"{len(groups)} group{'s' * (len(groups) != 1)} of jobs that differ only in "
+                 "`seed`: mean ± sample std (ddof=1) over the finished seeds (just the mean "
+                 "when there is one), mean wall time; failed jobs are counted, not averaged."),
+        ("table", ([c.format(m=metric) for c in SEED_COLUMNS],
+                   [c in SEED_RIGHT for c in SEED_COLUMNS], seed_table_rows(groups))),
+        ("heading", "Merge mode × cell"),
+    ]
+    reason = pivot_skip_reason(jobs)
+    if reason is not None:
+        blocks.append(("text", reason))
+        return blocks
+    table = pivot(jobs)
+    common = _common_n(table)
+    unit = " (%)" if table["percent"] else ""
+    seeds = f"n={common} seed{'s' * (common != 1)} per cell" if common else "no finished seeds"
+    header = ["merge \u2193 cell \u2192", *table["cells"]]
+    right = [False] + [True] * len(table["cells"])
+    blocks += [
+        ("text", f"Validation / test {metric}{unit}: mean ± sample std over {seeds} (other "
+                 "counts and failed jobs noted in the cell)."),
+        ("table", (header, right, pivot_score_rows(table))),
+        ("text", "Training tokens/s (mean over seeds, thousands):"),
+        ("table", (header, right, pivot_speed_rows(table))),
+    ]
+    return blocks
+
+
+def seed_markdown(jobs: list[dict]) -> str:
+    """The Markdown text of `seed_sections` (appended to summary.md below the per-job table)."""
+    lines: list[str] = []
+    for kind, content in seed_sections(jobs):
+        if kind == "heading":
+            lines += [f"## {content}", ""]
+        elif kind == "text":
+            lines += [str(content), ""]
+        else:
+            header, right, rows = content
+            lines.append("| " + " | ".join(_md_cell(c) for c in header) + " |")
+            lines.append("|" + "|".join("---:" if r else "---" for r in right) + "|")
+            lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+            lines.append("")
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _print_seed_sections(jobs: list[dict], console) -> None:
+    """`seed_sections` on a terminal, as rich tables."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    for kind, content in seed_sections(jobs):
+        if kind == "heading":
+            console.print()
+            console.rule(escape(str(content)))
+        elif kind == "text":
+            console.print(str(content), markup=False, highlight=False)
+        else:
+            header, right, rows = content
+            table = Table()
+            for name, flag in zip(header, right, strict=True):
+                table.add_column(escape(name), justify="right" if flag else "left",
+                                 overflow="fold")
+            for row in rows:
+                table.add_row(*(escape(cell) for cell in row))
+            console.print(table)
 
 
 # --------------------------------------------------------------------------- chart
