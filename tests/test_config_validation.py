@@ -68,7 +68,7 @@ GOOD = [
     ["encoder.hidden_size=[64,32]", "encoder.cell=[gru,lstm]", "encoder.merge=[sum,none]"],
     ["encoder.hidden_size=[16,16,16]", "encoder.num_layers=3", "encoder.dropout=0"],
     ["encoder.num_layers=null", "encoder.hidden_size=[8,8]"],
-    ["model.optimizer.name=sgd", "model.optimizer.lr=1", "+model.optimizer.momentum=0.9"],
+    ["model.optimizer.name=sgd", "model.optimizer.lr=1", "model.optimizer.momentum=0.9"],
     ["trainer.max_epochs=-1", "trainer.gradient_clip_val=null", "trainer.gradient_clip_val=0"],
     ["trainer=gpu", "seed=0", "model.dropout=0", "data.min_freq=2"],
     ["data=conll2003"],  # a Hub config: nothing is loaded to validate it

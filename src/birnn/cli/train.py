@@ -80,6 +80,8 @@ def train(cfg: DictConfig) -> dict:
         _convert_="all",
     )
     model.vocabularies = datamodule.vocabularies()
+    if not ckpt and hasattr(model, "init_pretrained"):
+        model.init_pretrained()  # a resumed run takes its trained table from the checkpoint
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info("encoder: %s | %s trainable parameters", model.encoder.extra_repr(), f"{params:,}")
 
@@ -114,7 +116,7 @@ def train(cfg: DictConfig) -> dict:
         "train_tokens_per_s": report.tokens_per_s if report else None,
         "train_padded_fraction": datamodule.padded_fraction("train"),
         "wall_time_s": time.time() - started,
-        "device": str(model.device),
+        "device": str(trainer.strategy.root_device),
     }
     if trainer.is_global_zero:
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

@@ -22,7 +22,7 @@ from birnn.data.sources import FORMATS
 from birnn.encoder import BiRNN
 from birnn.errors import ConfigError
 from birnn.metrics.spans import SCHEMES
-from birnn.models.base import OPTIMIZERS
+from birnn.models.base import DROPOUT_KINDS, OPTIMIZERS, SCHEDULERS
 from birnn.models.classifier import POOLINGS
 
 MAX_SEED = 2**32 - 1  # numpy's bound, which Lightning's seed_everything enforces
@@ -77,9 +77,20 @@ RULES: list[tuple[str, tuple[Callable[[Any], bool], str]]] = [
     ("model.optimizer.lr", _nums(0, open_low=True)),
     ("model.optimizer.weight_decay", _nums(0)),
     ("model.optimizer.momentum", _nums(0)),
+    ("model.dropout_kind", _one_of(DROPOUT_KINDS)),
+    ("model.embedding_dropout", _nums(0, 1)),
+    ("model.embeddings.freeze", BOOL),
+    ("model.scheduler.name", _one_of(SCHEDULERS)),
+    ("model.scheduler.warmup_steps", _ints(0)),
+    ("model.scheduler.min_lr", _nums(0)),
+    ("model.scheduler.factor", _nums(0, 1, open_low=True)),
+    ("model.scheduler.patience", _ints(0)),
+    ("model.scheduler.mode", _one_of(["min", "max"])),
+    ("encoder.forget_bias", ((lambda v: v is None or _num(v)), "null or a finite number")),
     ("encoder.hidden_size", (_hidden_size, "an integer >= 1 or a list of them (one per layer)")),
     ("encoder.num_layers", _ints(1, none=True)),
     ("encoder.dropout", _nums(0, 1)),
+    ("encoder.residual", BOOL),
     ("data.format", _one_of(["auto", *FORMATS])),
     ("data.scheme", _one_of(SCHEMES)),
     ("data.unknown_labels", _one_of(UNKNOWN_LABELS)),

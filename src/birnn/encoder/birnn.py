@@ -24,6 +24,7 @@ implementation); the fused module is a view that shares those very `Parameter` o
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -36,6 +37,8 @@ from birnn.errors import ConfigError
 CELLS: dict[str, type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 MERGES = ("concat", "sum", "mul", "ave", "none")
 IMPLS = ("auto", "fused", "layered")
+INITS = ("default", "orthogonal")
+DROPOUT_KINDS = ("standard", "locked")
 
 # Devices on which `impl="auto"` takes the fused module when the stack allows it. On CPU the
 # layer-by-layer stack measured faster than PyTorch's multi-layer module (see the README's
@@ -96,6 +99,15 @@ class BiRNN(nn.Module):
         dropout: dropout on each layer's merged output before the next layer (not after the
             last layer, like ``nn.LSTM``'s ``dropout``).
         impl: ``"auto"``, ``"fused"`` or ``"layered"`` (see the module docstring).
+        residual: add each layer's input to its merged output wherever the two have the same
+            width (layers after the first; e.g. every layer of a ``sum`` stack of equal width,
+            or a ``concat`` stack from the second layer on). An error when no layer qualifies.
+        dropout_kind: ``"standard"`` (a new mask per token) or ``"locked"`` (one mask per
+            sequence, shared by all its time steps: variational dropout, Gal & Ghahramani).
+        init: ``"default"`` (PyTorch's uniform init) or ``"orthogonal"``: an orthogonal matrix
+            per gate block of the recurrent weights, Xavier-uniform input weights, zero biases.
+        forget_bias: LSTM layers only: set the forget gate's input bias to this value (and its
+            recurrent bias to 0), e.g. 1.0 as in Jozefowicz et al. 2015; ``None`` leaves it.
 
     Attributes:
         output_size: width of the output per token: 2H for ``concat``, H for the other merges;
@@ -112,6 +124,10 @@ class BiRNN(nn.Module):
         merge: str | Sequence[str] = "concat",
         dropout: float = 0.0,
         impl: str = "auto",
+        residual: bool = False,
+        dropout_kind: str = "standard",
+        init: str = "default",
+        forget_bias: float | None = None,
     ):
         super().__init__()
         lengths = {n for n in map(_list_length, (hidden_size, cell, merge)) if n is not None}
@@ -139,30 +155,61 @@ class BiRNN(nn.Module):
             raise ConfigError(f"dropout: must be in [0, 1), got {dropout!r}")
         if impl not in IMPLS:
             raise ConfigError(f"impl: unknown {impl!r} (valid: {', '.join(IMPLS)})")
+        if dropout_kind not in DROPOUT_KINDS:
+            raise ConfigError(
+                f"dropout_kind: unknown {dropout_kind!r} (valid: {', '.join(DROPOUT_KINDS)})")
+        if init not in INITS:
+            raise ConfigError(f"init: unknown {init!r} (valid: {', '.join(INITS)})")
+        if forget_bias is not None and (isinstance(forget_bias, bool)
+                                        or not isinstance(forget_bias, int | float)
+                                        or not math.isfinite(forget_bias)):
+            raise ConfigError(f"forget_bias: must be a finite number or null, got {forget_bias!r}")
+        if not isinstance(residual, bool):
+            raise ConfigError(f"residual: must be true or false, got {residual!r}")
 
         self.input_size = input_size
         self.num_layers = num_layers
         self.dropout = float(dropout)
         self.impl = impl
 
+        self.dropout_kind = dropout_kind
+
         self.layers = nn.ModuleList()
+        self.residuals: list[bool] = []  # per layer: whether its input is added to its output
         width = input_size
-        for c, h, m in zip(self.cells, self.hidden_sizes, self.merges, strict=True):
+        for k, (c, h, m) in enumerate(zip(self.cells, self.hidden_sizes, self.merges,
+                                          strict=True)):
             self.layers.append(CELLS[c](width, h, batch_first=True, bidirectional=True))
-            width = 2 * h if m == "concat" else h
+            out_width = 2 * h if m == "concat" else h
+            self.residuals.append(residual and k > 0 and m != "none" and out_width == width)
+            width = out_width
         self.output_size = width
+        if residual and not any(self.residuals):
+            raise ConfigError(
+                f"residual: no layer's input has its output's width (hidden_size="
+                f"{self.hidden_sizes}, merge={self.merges}); a residual connection needs "
+                "equal widths, e.g. two or more layers of one width merged by sum/ave/mul")
+        if init == "orthogonal":
+            self._init_orthogonal()
+        if forget_bias is not None:
+            self._set_forget_bias(float(forget_bias))
+        self.init, self.forget_bias = init, forget_bias
 
         self.fusable = (
-            len(set(self.cells)) == 1
+            not any(self.residuals)
+            and dropout_kind == "standard"
+            and len(set(self.cells)) == 1
             and len(set(self.hidden_sizes)) == 1
             and all(m == "concat" for m in self.merges[:-1])
             and self.merges[-1] in ("concat", "none")
         )
         if impl == "fused" and not self.fusable:
             raise ConfigError(
-                "impl: 'fused' needs one cell type and width for all layers and 'concat' "
-                f"between layers (got cell={self.cells}, hidden_size={self.hidden_sizes}, "
-                f"merge={self.merges}); use impl=auto or impl=layered"
+                "impl: 'fused' needs one cell type and width for all layers, 'concat' "
+                "between layers, no residual and standard dropout (got cell="
+                f"{self.cells}, hidden_size={self.hidden_sizes}, merge={self.merges}, "
+                f"residual={residual}, dropout_kind={dropout_kind}); use impl=auto or "
+                "impl=layered"
             )
         # Kept out of the module tree (plain attribute) so that parameters and state_dict keys
         # come from `self.layers` only; it shares their Parameter objects.
@@ -170,6 +217,31 @@ class BiRNN(nn.Module):
         self._fused_key = None
 
     # ------------------------------------------------------------------ construction helpers
+
+    def _init_orthogonal(self) -> None:
+        for layer in self.layers:
+            gates = layer.weight_hh_l0.size(0) // layer.hidden_size
+            for name, p in layer.named_parameters():
+                if name.startswith("weight_hh"):
+                    for block in p.data.chunk(gates, 0):  # one (H, H) block per gate
+                        nn.init.orthogonal_(block)
+                elif name.startswith("weight_ih"):
+                    for block in p.data.chunk(gates, 0):
+                        nn.init.xavier_uniform_(block)
+                else:
+                    nn.init.zeros_(p)
+
+    def _set_forget_bias(self, value: float) -> None:
+        # LSTM gate order in PyTorch: input, forget, cell, output
+        for layer, cell in zip(self.layers, self.cells, strict=True):
+            if cell != "lstm":
+                continue
+            h = layer.hidden_size
+            for name, p in layer.named_parameters():
+                if name.startswith("bias_ih"):
+                    p.data[h:2 * h].fill_(value)
+                elif name.startswith("bias_hh"):
+                    p.data[h:2 * h].zero_()
 
     def _build_fused(self) -> nn.RNNBase:
         cls = CELLS[self.cells[0]]
@@ -252,6 +324,15 @@ class BiRNN(nn.Module):
             return (out if packed is None else out.data), h_n
 
         data = x if packed is None else packed.data
+        locked = self.dropout_kind == "locked" and self.training and self.dropout > 0
+        if locked:
+            # row -> sequence index: packed rows are time-major over the sorted sequences
+            seq = torch.arange(batch)
+            if packed is not None:
+                sizes = packed.batch_sizes
+                starts = torch.cumsum(sizes, 0) - sizes
+                seq = torch.arange(int(sizes.sum())) - starts.repeat_interleave(sizes)
+            seq = seq.to(x.device)
         if self.use_fused(x.device):
             data, h_n = run(self._fused_module(), data)  # (..., 2H)
             hidden = self.hidden_sizes[-1]
@@ -259,12 +340,15 @@ class BiRNN(nn.Module):
                 data = (data[..., :hidden], data[..., hidden:])
         else:
             for k, rnn in enumerate(self.layers):
-                if k > 0 and self.dropout > 0:
+                if k > 0 and locked:
+                    data = data * _locked_mask(data, seq, batch, self.dropout)
+                elif k > 0 and self.dropout > 0:
                     data = F.dropout(data, self.dropout, self.training)
                 out, h_n = run(rnn, data)
                 hidden = self.hidden_sizes[k]
                 # (..., 2H) -> merged (..., H or 2H): row-wise, so it works on packed rows too
-                data = merge_pair(out[..., :hidden], out[..., hidden:], self.merges[k])
+                merged = merge_pair(out[..., :hidden], out[..., hidden:], self.merges[k])
+                data = merged + data if self.residuals[k] else merged
         # the last layer's forward state at each last token, backward state at the first token
         final = merge_pair(h_n[-2], h_n[-1], self.merges[-1])
         if packed is None:
@@ -281,10 +365,26 @@ class BiRNN(nn.Module):
         )[0]
 
     def extra_repr(self) -> str:
+        extra = ""
+        if any(self.residuals):
+            extra += f", residual={self.residuals}"
+        if self.dropout_kind != "standard":
+            extra += f", dropout_kind={self.dropout_kind}"
         return (
             f"cells={self.cells}, hidden={self.hidden_sizes}, merges={self.merges}, "
-            f"dropout={self.dropout}, impl={self.impl}, output_size={self.output_size}"
+            f"dropout={self.dropout}, impl={self.impl}, output_size={self.output_size}{extra}"
         )
+
+
+def _locked_mask(data: Tensor, seq: Tensor, batch: int, p: float) -> Tensor:
+    """A dropout mask with one draw per sequence and feature, broadcast to every time step.
+
+    `data` is (B, T, W) or packed rows (N, W) whose sequence indices are `seq` (N,); in the
+    packed case the indices refer to the packed (sorted) order, which is all a mask needs.
+    """
+    keep = torch.empty(batch, data.size(-1), device=data.device, dtype=data.dtype)
+    keep = keep.bernoulli_(1 - p).div_(1 - p)
+    return keep.unsqueeze(1) if data.dim() == 3 else keep[seq]
 
 
 def check_int(name: str, value, minimum: int) -> None:

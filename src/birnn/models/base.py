@@ -4,16 +4,41 @@ checkpoints."""
 
 from __future__ import annotations
 
+import math
+
 import lightning as L
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from birnn.data.vocab import CASING
 from birnn.encoder import BiRNN
 from birnn.errors import ConfigError
+from birnn.models.pretrained import init_embedding
 
 UNK_ID = 1  # the word vocabulary's <unk> (PAD 0, UNK 1)
 CHAR_KINDS = ("none", "cnn", "birnn")
+DROPOUT_KINDS = ("standard", "locked")
+SCHEDULERS = ("none", "constant", "linear", "cosine", "plateau")
+
+
+class SequenceDropout(nn.Module):
+    """Dropout on (B, T, W) sequences: `standard` draws a mask per element, `locked` one mask
+    per sequence and feature, shared by all time steps (variational dropout). Other shapes
+    (pooled (B, W) vectors) always take standard dropout."""
+
+    def __init__(self, p: float, kind: str = "standard"):
+        super().__init__()
+        self.p, self.kind = p, kind
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0 or self.kind != "locked" or x.dim() != 3:
+            return F.dropout(x, self.p, self.training)
+        keep = x.new_empty(x.size(0), 1, x.size(2)).bernoulli_(1 - self.p).div_(1 - self.p)
+        return x * keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, kind={self.kind}"
 
 
 class CharEncoder(nn.Module):
@@ -91,6 +116,17 @@ class BiRNNModule(L.LightningModule):
             title, has digit, other); needs `casing` (B, T) in batches.
         word_dropout: in training only, replace each word id by <unk> with this probability.
         num_chars: size of the character vocabulary; set from the vocabularies (`char`).
+        dropout_kind: `standard` or `locked` (one mask per sequence for all its time steps)
+            for `dropout` on the embeddings and on the encoder output.
+        embedding_dropout: in training only, drop whole word types: every occurrence in the
+            batch of a dropped word gets a zero vector (Gal & Ghahramani; AWD-LSTM).
+        embeddings: `pretrained` (a GloVe/word2vec text file, see `birnn.models.pretrained`;
+            read by `init_pretrained`, which training calls) and `freeze` (do not train the
+            word table).
+        scheduler: learning-rate schedule: `name` none | constant | linear | cosine (each
+            after `warmup_steps` of linear warm-up from 0, decaying to `min_lr` at the last
+            step) | plateau (multiply by `factor` after `patience` validation epochs without
+            improvement of `monitor` in `mode`, down to `min_lr`).
     """
 
     def __init__(
@@ -106,6 +142,10 @@ class BiRNNModule(L.LightningModule):
         casing_dim: int = 8,
         word_dropout: float = 0.0,
         num_chars: int | None = None,
+        dropout_kind: str = "standard",
+        embedding_dropout: float = 0.0,
+        embeddings: dict | None = None,
+        scheduler: dict | None = None,
     ):
         super().__init__()
         optimizer = dict(optimizer or {"name": "adamw", "lr": 1e-3})
@@ -118,6 +158,22 @@ class BiRNNModule(L.LightningModule):
             raise ConfigError(f"model.dropout: must be in [0, 1), got {dropout!r}")
         if not (isinstance(word_dropout, int | float) and 0.0 <= word_dropout < 1.0):
             raise ConfigError(f"model.word_dropout: must be in [0, 1), got {word_dropout!r}")
+        if not (isinstance(embedding_dropout, int | float) and 0.0 <= embedding_dropout < 1.0):
+            raise ConfigError(
+                f"model.embedding_dropout: must be in [0, 1), got {embedding_dropout!r}")
+        if dropout_kind not in DROPOUT_KINDS:
+            raise ConfigError(f"model.dropout_kind: unknown {dropout_kind!r} "
+                              f"(valid: {', '.join(DROPOUT_KINDS)})")
+        self.scheduler_cfg = dict(scheduler or {"name": "none"})
+        if self.scheduler_cfg.get("name", "none") not in SCHEDULERS:
+            raise ConfigError(f"model.scheduler.name: unknown {self.scheduler_cfg['name']!r} "
+                              f"(valid: {', '.join(SCHEDULERS)})")
+        self.embeddings_cfg = dict(embeddings or {})
+        unknown = set(self.embeddings_cfg) - {"pretrained", "freeze"}
+        if unknown:
+            raise ConfigError(f"model.embeddings: unknown keys {sorted(unknown)} "
+                              "(valid: pretrained, freeze)")
+        self.embedding_dropout = float(embedding_dropout)
         char = dict(char or {})
         kind = char.pop("kind", "none") or "none"
         if kind not in CHAR_KINDS:
@@ -126,6 +182,8 @@ class BiRNNModule(L.LightningModule):
         self.labels = list(labels)
         self.word_dropout = float(word_dropout)
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
+        # frozen from the start, so a resumed run's optimizer has the same parameter groups
+        self.embedding.weight.requires_grad_(not self.embeddings_cfg.get("freeze", False))
         width = embedding_dim
         self.char_encoder: CharEncoder | None = None
         if kind != "none":
@@ -138,7 +196,7 @@ class BiRNNModule(L.LightningModule):
             if casing else None
         width += casing_dim if casing else 0
         self.encoder = BiRNN(width, **encoder)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = SequenceDropout(dropout, dropout_kind)
         self.vocabularies: dict | None = None  # set by the recipe; saved in checkpoints
 
     @property
@@ -159,6 +217,18 @@ class BiRNNModule(L.LightningModule):
         if hasattr(self, "_hparams"):
             self.hparams["num_chars"] = len(value["chars"]["itos"])
 
+    def init_pretrained(self) -> int | None:
+        """Initialise the word table from `embeddings.pretrained` (when set) for the words of
+        the vocabularies; returns the number of words found. Training calls this once before
+        fitting (not when resuming: the checkpoint holds the trained table)."""
+        path = self.embeddings_cfg.get("pretrained")
+        if not path:
+            return None
+        if self.vocabularies is None:
+            raise ConfigError("model.embeddings.pretrained: the vocabulary is unknown")
+        return init_embedding(self.embedding, self.vocabularies["words"]["itos"], path,
+                              freeze=bool(self.embeddings_cfg.get("freeze", False)))
+
     def embed(self, words: Tensor, chars: Tensor | None = None,
               casing: Tensor | None = None) -> Tensor:
         """Word ids (B, T) (and the features the model uses) -> input vectors (B, T, width)."""
@@ -166,7 +236,11 @@ class BiRNNModule(L.LightningModule):
             drop = (torch.rand(words.shape, device=words.device) < self.word_dropout) \
                 & (words != 0)
             words = words.masked_fill(drop, UNK_ID)
-        parts = [self.embedding(words)]
+        weight = self.embedding.weight
+        if self.training and self.embedding_dropout > 0:
+            keep = weight.new_empty(weight.size(0), 1).bernoulli_(1 - self.embedding_dropout)
+            weight = weight * keep / (1 - self.embedding_dropout)
+        parts = [F.embedding(words, weight, padding_idx=0)]
         if self.char_encoder is not None:
             if chars is None:
                 raise ConfigError("model.char.kind needs `chars` in batches (data.chars=true)")
@@ -195,7 +269,46 @@ class BiRNNModule(L.LightningModule):
         cls = OPTIMIZERS[cfg.pop("name")]
         if cls is not torch.optim.SGD:
             cfg.pop("momentum", None)
-        return cls(self.parameters(), **cfg)
+        optimizer = cls([p for p in self.parameters() if p.requires_grad], **cfg)
+        scheduler = self.lr_scheduler(optimizer)
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    def lr_scheduler(self, optimizer) -> dict | None:
+        """The Lightning scheduler config for `scheduler` (None for `none`)."""
+        cfg = self.scheduler_cfg
+        name = cfg.get("name", "none")
+        min_lr = float(cfg.get("min_lr", 0.0))
+        if name == "none":
+            return None
+        if name == "plateau":
+            mode = cfg.get("mode", "max")
+            plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode=mode, factor=float(cfg.get("factor", 0.5)),
+                patience=int(cfg.get("patience", 2)), min_lr=min_lr)
+            return {"scheduler": plateau, "monitor": cfg.get("monitor", "val/f1"),
+                    "interval": "epoch", "strict": True}
+        warmup = int(cfg.get("warmup_steps", 0))
+        total = self.trainer.estimated_stepping_batches
+        if name != "constant" and not math.isfinite(total):
+            raise ConfigError(f"model.scheduler.name={name} decays over the run, which needs "
+                              "a finite trainer.max_epochs or trainer.max_steps")
+        total = max(int(total), 1) if math.isfinite(total) else warmup + 1
+        base = optimizer.param_groups[0]["lr"]
+        floor = min_lr / base if base else 0.0
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            if name == "constant":
+                return 1.0
+            progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+            decay = 1 - progress if name == "linear" else 0.5 * (1 + math.cos(math.pi * progress))
+            return floor + (1 - floor) * decay
+
+        lambda_lr = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"scheduler": lambda_lr, "interval": "step"}
 
     def on_save_checkpoint(self, checkpoint):
         checkpoint["vocabularies"] = self.vocabularies

@@ -1,0 +1,752 @@
+"""The encoder and model options: residual connections, locked (variational) dropout,
+orthogonal init and forget-gate bias, pretrained word vectors, embedding dropout and
+learning-rate schedules; their config validation, and a short training run for each.
+
+Every check compares against a computation written here: hand-built stacks of PyTorch RNN
+modules with copied weights, masks recovered from the tensors, vectors read back from the
+files the tests write, and learning-rate formulas written out from the documented rules.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import math
+import re
+
+import lightning as L
+import pytest
+import torch
+from conftest import SAMPLE_NER, make_config
+from test_features import TINY
+from torch import nn
+from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
+
+from birnn import BiRNN
+from birnn.cli.app import EXIT_USER_ERROR, user_errors_exit
+from birnn.cli.train import train
+from birnn.data import read_column_file
+from birnn.errors import ConfigError
+from birnn.models import TokenTagger
+from birnn.models.base import SequenceDropout
+from birnn.models.pretrained import init_embedding, read_vectors
+
+CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+LENGTHS = [5, 1, 7, 3]  # unsorted, with a length-1 sequence and a full-length one
+T = 7
+LABELS = ["O", "B-X", "I-X"]
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tagger(vocab_size=30, embedding_dim=6, encoder=None, **kwargs):
+    kwargs.setdefault("dropout", 0.0)
+    return TokenTagger(vocab_size, LABELS, encoder or {"hidden_size": 4, "num_layers": 1},
+                       embedding_dim=embedding_dim, **kwargs)
+
+
+# ============================================================================ 1. residual
+
+
+def hand_merge(f, b, mode):
+    if mode == "concat":
+        return torch.cat([f, b], -1)
+    if mode == "sum":
+        return f + b
+    if mode == "ave":
+        return (f + b) / 2
+    raise AssertionError(mode)
+
+
+@torch.no_grad()
+def residual_reference(model, cells, hidden, merge, x, lengths):
+    """Outputs (B, T, W) and final (B, W) of a stack of independent bidirectional modules
+    with the BiRNN's weights, run one sequence at a time on its real tokens, merged by hand,
+    with the layer input added wherever widths match from the second layer on."""
+    modules, width = [], x.size(-1)
+    for layer, cell in zip(model.layers, cells, strict=True):
+        ref = CELLS[cell](width, hidden, batch_first=True, bidirectional=True)
+        ref.load_state_dict(layer.state_dict())  # same names: *_l0 and *_l0_reverse
+        modules.append(ref.eval())
+        width = 2 * hidden if merge == "concat" else hidden
+    outputs = torch.zeros(x.size(0), x.size(1), width)
+    finals = []
+    for i, n in enumerate(lengths):
+        seq = x[i, :n]
+        for k, ref in enumerate(modules):
+            out, state = ref(seq.unsqueeze(0))
+            out = out[0]
+            merged = hand_merge(out[:, :hidden], out[:, hidden:], merge)
+            seq = merged + seq if k > 0 and merged.shape == seq.shape else merged
+        h = state[0] if isinstance(state, tuple) else state  # (2, 1, H)
+        finals.append(hand_merge(h[0, 0], h[1, 0], merge))
+        outputs[i, :n] = seq
+    return outputs, torch.stack(finals)
+
+
+@pytest.mark.parametrize(("cells", "input_size", "hidden", "merge"), [
+    (["lstm", "lstm", "lstm"], 5, 4, "sum"),   # layer 1: 5 -> 4, no residual; 2, 3: yes
+    (["gru", "gru", "gru"], 4, 4, "ave"),      # layer 1 has equal widths but is the first
+    (["gru", "lstm", "rnn"], 3, 4, "sum"),     # mixed cells
+    (["lstm", "lstm", "lstm"], 5, 3, "concat"),  # 5 -> 6, then 6 -> 6 twice
+    (["gru", "gru"], 6, 3, "concat"),          # 6 -> 6 at the first layer: still no residual
+])
+def test_residual_matches_hand_built_stack(cells, input_size, hidden, merge):
+    model = BiRNN(input_size, hidden, cells, merge=merge, residual=True).eval()
+    assert model.residuals == [False] + [True] * (len(cells) - 1)
+    for lengths in (LENGTHS, [T] * 3):
+        x = torch.randn(len(lengths), T, input_size)  # random padding too: must not leak
+        outputs, final = model(x, torch.tensor(lengths))
+        expected, expected_final = residual_reference(model, cells, hidden, merge, x, lengths)
+        torch.testing.assert_close(outputs, expected, atol=1e-5, rtol=0)
+        torch.testing.assert_close(final, expected_final, atol=1e-5, rtol=0)
+        for i, n in enumerate(lengths):
+            assert (outputs[i, n:] == 0).all()
+
+
+def test_residual_changes_the_output():
+    # the same weights without the residual give other numbers: the comparison above can fail
+    plain = BiRNN(4, 4, "lstm", num_layers=2, merge="sum").eval()
+    res = BiRNN(4, 4, "lstm", num_layers=2, merge="sum", residual=True).eval()
+    res.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 5, 4)
+    assert not torch.allclose(plain(x)[0], res(x)[0], atol=1e-3)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"input_size": 4, "hidden_size": 4, "merge": "sum", "num_layers": 1},
+    {"input_size": 4, "hidden_size": 2, "merge": "concat", "num_layers": 1},
+    {"input_size": 5, "hidden_size": [4, 3], "merge": "concat"},  # 5 -> 8 -> 6
+    {"input_size": 4, "hidden_size": [4, 6], "merge": "sum"},  # 4 -> 4 -> 6
+    {"input_size": 4, "hidden_size": 4, "merge": ["sum", "none"]},  # none: never a residual
+])
+def test_residual_needs_a_layer_of_equal_widths(kwargs):
+    with pytest.raises(ConfigError, match="^residual:"):
+        BiRNN(residual=True, **kwargs)
+
+
+def test_residual_cannot_be_fused():
+    with pytest.raises(ConfigError, match="^impl:"):
+        BiRNN(6, 3, num_layers=2, merge="concat", residual=True, impl="fused")
+    assert not BiRNN(6, 3, num_layers=2, merge="concat", residual=True).fusable
+    with pytest.raises(ConfigError, match="^residual:"):
+        BiRNN(6, 3, num_layers=2, residual="yes")
+
+
+# ======================================================================= 2. locked dropout
+
+
+def layer_inputs(model, x, lengths):
+    """Forward `model` once; the inputs its layers 2.. received, as (B, T, W) tensors."""
+    seen = {}
+
+    def hook(k):
+        def capture(module, args):
+            data = args[0]
+            if isinstance(data, PackedSequence):
+                data = pad_packed_sequence(data, batch_first=True, total_length=x.size(1))[0]
+            seen[k] = data.detach().clone()
+        return capture
+
+    handles = [layer.register_forward_pre_hook(hook(k))
+               for k, layer in enumerate(model.layers) if k > 0]
+    try:
+        model(x, lengths)
+    finally:
+        for h in handles:
+            h.remove()
+    return seen
+
+
+def mask_is_locked(dropped, clean, lengths, p):
+    """Whether `dropped` is `clean` times one {0, 1/(1-p)} mask per sequence and feature,
+    the same at every real time step. Returns (locked, masks (B, W))."""
+    masks = []
+    for i, n in enumerate(lengths):
+        mask = torch.where(dropped[i, 0] == 0, 0.0, 1 / (1 - p))  # from the first step
+        masks.append(mask)
+        if not torch.allclose(dropped[i, :n], clean[i, :n] * mask, atol=1e-6, rtol=1e-5):
+            return False, None
+    return True, torch.stack(masks)
+
+
+@pytest.mark.parametrize("lengths", [LENGTHS, [T] * 4], ids=["packed", "full"])
+@pytest.mark.parametrize("kind", ["locked", "standard"])
+def test_encoder_locked_dropout_mask_is_constant_over_time(lengths, kind):
+    p = 0.5
+    model = BiRNN(3, 6, "lstm", num_layers=3, merge="concat", dropout=p, dropout_kind=kind)
+    x, lens = torch.randn(len(lengths), T, 3), torch.tensor(lengths)
+    clean = layer_inputs(model.eval(), x, lens)[1]  # layer 2's input without dropout
+    dropped = layer_inputs(model.train(), x, lens)
+    locked, masks = mask_is_locked(dropped[1], clean, lengths, p)
+    if kind == "standard":  # control: a new mask per token is not locked
+        assert not locked
+        return
+    assert locked
+    # one mask per sequence, not one for the whole batch; about a fraction p dropped
+    assert len({tuple(m.tolist()) for m in masks}) > 1
+    assert 0.2 < (masks == 0).float().mean() < 0.8
+    # layer 3's input: zeroed features also the same at every real step of each sequence
+    third = dropped[2]
+    for i, n in enumerate(lengths):
+        zeros = third[i, :n] == 0
+        assert zeros.any() and (zeros == zeros[0]).all()
+
+
+def test_encoder_locked_dropout_eval_is_deterministic():
+    model = BiRNN(3, 5, "gru", num_layers=2, merge="sum", dropout=0.5, dropout_kind="locked")
+    plain = BiRNN(3, 5, "gru", num_layers=2, merge="sum")
+    plain.load_state_dict(model.state_dict())
+    x, lens = torch.randn(4, T, 3), torch.tensor(LENGTHS)
+    model.eval()
+    first = model(x, lens)[0]
+    torch.testing.assert_close(first, model(x, lens)[0], atol=0, rtol=0)
+    torch.testing.assert_close(first, plain.eval()(x, lens)[0], atol=1e-6, rtol=0)
+    model.train()
+    assert not torch.allclose(model(x, lens)[0], first, atol=1e-4)  # dropout is on
+
+
+def test_sequence_dropout_locked_on_sequences():
+    p = 0.25
+    drop = SequenceDropout(p, "locked").train()
+    out = drop(torch.ones(64, 9, 32))
+    assert ((out == 0) | torch.isclose(out, torch.tensor(1 / (1 - p)))).all()
+    assert (out == out[:, :1]).all()  # the same mask at every time step
+    assert len({tuple(row.tolist()) for row in out[:, 0]}) > 1  # per sequence
+    assert abs((out[:, 0] == 0).float().mean().item() - p) < 0.06
+    assert abs(out[:, 0].mean().item() - 1) < 0.1  # the 1/(1-p) scaling keeps the mean
+    x = torch.randn(3, 4, 5)
+    assert torch.equal(drop.eval()(x), x)
+
+
+def test_sequence_dropout_standard_and_pooled_vectors():
+    p = 0.5
+    for kind in ("standard", "locked"):
+        drop = SequenceDropout(p, kind).train()
+        # pooled (B, W) vectors: an independent mask per element, not per feature
+        out = drop(torch.ones(200, 40))
+        assert ((out == 0) | (out == 2)).all()
+        assert abs((out == 0).float().mean().item() - p) < 0.05
+        zero_columns = (out == 0).all(0) | (out != 0).all(0)
+        assert not zero_columns.all()
+    # standard on (B, T, W): masks vary over time
+    out = SequenceDropout(p, "standard").train()(torch.ones(8, 20, 16))
+    assert not (out == out[:, :1]).all()
+
+
+# ================================================================= 3. orthogonal, forget
+
+
+def lstm_or_gru_params(layer):
+    for suffix in ("_l0", "_l0_reverse"):
+        yield {name: getattr(layer, f"{name}{suffix}")
+               for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+
+
+@pytest.mark.parametrize("cells", [["lstm", "lstm"], ["gru", "lstm", "rnn"]])
+def test_orthogonal_init(cells):
+    hidden, input_size = 5, 3
+    model = BiRNN(input_size, hidden, cells, merge="concat", init="orthogonal")
+    width = input_size
+    for layer, cell in zip(model.layers, cells, strict=True):
+        gates = {"lstm": 4, "gru": 3, "rnn": 1}[cell]
+        bound = math.sqrt(6 / (width + hidden))  # Xavier-uniform for one (H, in) block
+        for p in lstm_or_gru_params(layer):
+            assert p["weight_hh"].shape == (gates * hidden, hidden)
+            for block in p["weight_hh"].detach().split(hidden, 0):
+                torch.testing.assert_close(block.T @ block, torch.eye(hidden), atol=1e-5,
+                                           rtol=0)
+            assert (p["weight_ih"].abs() <= bound + 1e-6).all()
+            assert p["weight_ih"].abs().max() > bound / 4
+            assert (p["bias_ih"] == 0).all() and (p["bias_hh"] == 0).all()
+        width = 2 * hidden
+
+
+def test_default_init_is_not_orthogonal():
+    # control: PyTorch's uniform init fails the check above
+    block = BiRNN(3, 5).layers[0].weight_hh_l0.detach()[:5]
+    assert not torch.allclose(block.T @ block, torch.eye(5), atol=1e-2)
+
+
+@pytest.mark.parametrize("init", ["default", "orthogonal"])
+def test_forget_bias_on_lstm_layers_only(init):
+    hidden, cells = 4, ["gru", "lstm", "lstm"]
+    torch.manual_seed(3)
+    before = BiRNN(3, hidden, cells, merge="sum", init=init)
+    torch.manual_seed(3)
+    after = BiRNN(3, hidden, cells, merge="sum", init=init, forget_bias=1.0)
+    for old, new, cell in zip(before.layers, after.layers, cells, strict=True):
+        for o, n in zip(lstm_or_gru_params(old), lstm_or_gru_params(new), strict=True):
+            for name in ("weight_ih", "weight_hh"):
+                assert torch.equal(o[name], n[name])
+            if cell == "gru":
+                assert torch.equal(o["bias_ih"], n["bias_ih"])
+                assert torch.equal(o["bias_hh"], n["bias_hh"])
+                continue
+            forget = slice(hidden, 2 * hidden)  # gate order: input, forget, cell, output
+            assert (n["bias_ih"][forget] == 1.0).all()
+            assert (n["bias_hh"][forget] == 0.0).all()
+            rest = torch.ones(4 * hidden, dtype=torch.bool)
+            rest[forget] = False
+            assert torch.equal(o["bias_ih"][rest], n["bias_ih"][rest])
+            assert torch.equal(o["bias_hh"][rest], n["bias_hh"][rest])
+
+
+def test_init_and_forget_bias_errors():
+    with pytest.raises(ConfigError, match="^init:"):
+        BiRNN(3, 4, init="xavier")
+    for bad in ("one", True):
+        with pytest.raises(ConfigError, match="^forget_bias:"):
+            BiRNN(3, 4, forget_bias=bad)
+    with pytest.raises(ConfigError, match="^dropout_kind:"):
+        BiRNN(3, 4, dropout_kind="variational")
+
+
+# ====================================================================== 4. pretrained
+
+
+VECTORS = {  # the file's words and vectors (3 wide)
+    "the": [0.1, -0.2, 0.3],
+    "Paris": [1.5, 2.5, -3.5],
+    "london": [4.0, 5.0, 6.0],   # the vocabulary has "London": lower-case fallback
+    "London2": [9.0, 9.0, 9.0],  # not in the vocabulary
+    "<unk>": [7.0, 7.0, 7.0],    # the specials' rows must not be touched
+    "<pad>": [8.0, 8.0, 8.0],
+    "cat": [-1.0, 0.0, 1.0],
+}
+ITOS = ["<pad>", "<unk>", "the", "Paris", "London", "cat", "Cat", "missing", "THE"]
+# vocabulary word -> the file vector it must take (exact spelling first, else lower case)
+EXPECTED = {"the": "the", "Paris": "Paris", "London": "london", "cat": "cat", "Cat": "cat",
+            "THE": "the"}
+
+
+def write_vectors(path, vectors=VECTORS, header=False, extra=""):
+    lines = [f"{len(vectors)} {len(next(iter(vectors.values())))}"] if header else []
+    lines += [" ".join([w, *map(repr, v)]) for w, v in vectors.items()]
+    text = "\n".join(lines) + "\n" + extra
+    if path.suffix == ".gz":
+        with gzip.open(path, "wt", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(("name", "header"), [
+    ("glove.txt", False), ("word2vec.txt", True), ("glove.txt.gz", False),
+    ("word2vec.txt.gz", True),
+])
+def test_pretrained_rows(tmp_path, name, header):
+    path = write_vectors(tmp_path / name, header=header)
+    model = tagger(vocab_size=len(ITOS), embedding_dim=3,
+                   embeddings={"pretrained": str(path), "freeze": False})
+    model.vocabularies = {"words": {"itos": ITOS}}
+    before = model.embedding.weight.detach().clone()
+    hits = model.init_pretrained()
+    weight = model.embedding.weight.detach()
+    assert hits == len(EXPECTED)
+    for i, word in enumerate(ITOS):
+        if word in EXPECTED:
+            assert weight[i].tolist() == pytest.approx(VECTORS[EXPECTED[word]]), word
+        else:  # <pad>, <unk>, and words the file lacks keep their rows
+            assert torch.equal(weight[i], before[i]), word
+    assert model.embedding.weight.requires_grad
+
+
+def test_read_vectors_words_with_spaces_and_first_occurrence(tmp_path):
+    path = tmp_path / "v.txt"
+    path.write_text("the 3 4\nnew york 1 2\nthe 5 6\n\nsolo 7 8 \n")
+    found = read_vectors(path, {"new york", "the", "solo", "absent"}, 2)
+    assert {w: v.tolist() for w, v in found.items()} == {
+        "new york": [1.0, 2.0], "the": [3.0, 4.0], "solo": [7.0, 8.0]}
+
+
+def test_read_vectors_first_word_with_a_space(tmp_path):
+    path = tmp_path / "v.txt"
+    path.write_text("new york 1 2\nthe 3 4\n")
+    found = read_vectors(path, {"new york", "the"}, 2)
+    assert {w: v.tolist() for w, v in found.items()} == {
+        "new york": [1.0, 2.0], "the": [3.0, 4.0]}
+
+
+def test_pretrained_dimension_mismatch(tmp_path):
+    for header in (False, True):
+        path = write_vectors(tmp_path / f"v{header}.txt", header=header)
+        embedding = nn.Embedding(len(ITOS), 4)
+        with pytest.raises(ConfigError, match=r"model\.embedding_dim") as info:
+            init_embedding(embedding, ITOS, path)
+        assert "3-dimensional" in str(info.value)
+
+
+def test_pretrained_missing_file(tmp_path):
+    missing = tmp_path / "nowhere.txt"
+    model = tagger(vocab_size=len(ITOS), embedding_dim=3, embeddings={"pretrained": str(missing)})
+    model.vocabularies = {"words": {"itos": ITOS}}
+    with pytest.raises(ConfigError, match=r"^model\.embeddings\.pretrained: .*nowhere\.txt"):
+        model.init_pretrained()
+
+
+@pytest.mark.parametrize("extra", [
+    "cat 1.0 2.0\n",          # too few numbers
+    "Paris 1.0 zwei 3.0\n",   # not a number, for a vocabulary word
+])
+def test_pretrained_malformed_line_names_its_number(tmp_path, extra):
+    vectors = {w: v for w, v in VECTORS.items() if w != extra.split()[0]}
+    path = write_vectors(tmp_path / "v.txt", vectors, extra=extra)
+    body = path.read_text().splitlines()
+    line = len(body)  # the malformed line is the last one
+    assert body[line - 1] == extra.strip()
+    with pytest.raises(ConfigError, match=rf"line {line}\b"):
+        init_embedding(nn.Embedding(len(ITOS), 3), ITOS, path)
+    # the same with a word2vec header: the header counts as line 1
+    path = write_vectors(tmp_path / "w.txt", vectors, header=True, extra=extra)
+    with pytest.raises(ConfigError, match=rf"line {line + 1}\b"):
+        init_embedding(nn.Embedding(len(ITOS), 3), ITOS, path)
+
+
+def test_pretrained_needs_the_vocabulary_and_known_keys(tmp_path):
+    model = tagger(embeddings={"pretrained": str(write_vectors(tmp_path / "v.txt"))})
+    with pytest.raises(ConfigError, match="vocabulary"):
+        model.init_pretrained()
+    assert tagger(embeddings={"pretrained": None}).init_pretrained() is None
+    with pytest.raises(ConfigError, match=r"model\.embeddings"):
+        tagger(embeddings={"file": "x"})
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_freeze_keeps_the_table_out_of_the_optimizer(tmp_path, freeze):
+    path = write_vectors(tmp_path / "v.txt")
+    model = tagger(vocab_size=len(ITOS), embedding_dim=3,
+                   embeddings={"pretrained": str(path), "freeze": freeze})
+    model.vocabularies = {"words": {"itos": ITOS}}
+    model.init_pretrained()
+    assert model.embedding.weight.requires_grad is not freeze
+    optimizer = model.configure_optimizers()
+    in_optimizer = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    assert (id(model.embedding.weight) in in_optimizer) is not freeze
+    others = [p for n, p in model.named_parameters() if n != "embedding.weight"]
+    assert others and all(id(p) in in_optimizer for p in others)
+
+
+# --- end to end on the sample
+
+
+def sample_vectors(dim):
+    """Vectors for a few words of the sample's training split (chosen from the file), plus
+    one the data never has."""
+    counts = {}
+    for sent in read_column_file(SAMPLE_NER / "train.txt"):
+        for token in sent["tokens"]:
+            counts[token] = counts.get(token, 0) + 1
+    words = ["the", "said", "minister", "market"]
+    assert all(counts.get(w, 0) >= 5 for w in words), "pick words of the sample"
+    assert "The" in counts  # takes "the" by the lower-case fallback
+    gen = torch.Generator().manual_seed(7)
+    vectors = {w: (torch.randn(dim, generator=gen) * 3).tolist() for w in words}
+    vectors["zzyzx-not-in-data"] = [1.0] * dim
+    return vectors
+
+
+def without(options, *keys):
+    """`options` less the overrides of `keys` (so that a test can set them again)."""
+    return tuple(o for o in options if o.split("=")[0] not in keys)
+
+
+PRETRAINED_RUN = (*without(TINY, "model.embedding_dim"), "model.embedding_dim=8")
+
+
+def expected_rows(itos, vectors):
+    return {w: vectors[w] if w in vectors else vectors[w.lower()]
+            for w in itos[2:] if w in vectors or w.lower() in vectors}
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_pretrained_end_to_end(tmp_path, caplog, freeze):
+    vectors = sample_vectors(8)
+    path = write_vectors(tmp_path / "vectors.txt.gz", vectors, header=True)
+    caplog.set_level(logging.INFO, logger="birnn")
+    metrics = train(make_config(tmp_path / "run", *PRETRAINED_RUN,
+                                f"model.embeddings.pretrained={path}",
+                                f"model.embeddings.freeze={str(freeze).lower()}"))
+    assert math.isfinite(metrics["test"]["f1"])
+    saved = torch.load(tmp_path / "run" / "checkpoints" / "best.ckpt", weights_only=False)
+    itos = saved["vocabularies"]["words"]["itos"]
+    rows = expected_rows(itos, vectors)
+    assert {"the", "The", "said", "minister", "market"} <= set(rows)
+    coverage = [r.getMessage() for r in caplog.records
+                if r.getMessage().startswith("pretrained vectors:")]
+    assert coverage, "no coverage line logged"
+    match = re.match(r"pretrained vectors: ([\d,]+) of ([\d,]+) vocabulary words", coverage[0])
+    assert match and int(match[1].replace(",", "")) == len(rows)
+    assert int(match[2].replace(",", "")) == len(itos) - 2
+    weight = saved["state_dict"]["embedding.weight"]
+    same = [torch.allclose(weight[itos.index(w)], torch.tensor(v)) for w, v in rows.items()]
+    if freeze:
+        assert all(same)
+        assert (weight[0] == 0).all()
+    else:  # trained: the frequent words moved away from their initial vectors
+        assert not same[list(rows).index("the")]
+
+
+def test_frozen_pretrained_run_resumes(tmp_path):
+    vectors = sample_vectors(8)
+    path = write_vectors(tmp_path / "vectors.txt", vectors)
+    run = tmp_path / "run"
+    options = (*without(PRETRAINED_RUN, "trainer.max_epochs"),
+               f"model.embeddings.pretrained={path}", "model.embeddings.freeze=true")
+    train(make_config(run, *options, "trainer.max_epochs=1"))
+    resumed = train(make_config(run, *options, "trainer.max_epochs=2", "resume=true"))
+    assert resumed["epochs"] == 2
+    saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    itos = saved["vocabularies"]["words"]["itos"]
+    weight = saved["state_dict"]["embedding.weight"]
+    for w, v in expected_rows(itos, vectors).items():
+        torch.testing.assert_close(weight[itos.index(w)], torch.tensor(v))
+
+
+# ================================================================ 5. embedding dropout
+
+
+def test_embedding_dropout_drops_word_types():
+    p, vocab = 0.5, 40
+    model = tagger(vocab_size=vocab, embedding_dim=5, embedding_dropout=p)
+    words = torch.randint(2, 12, (6, 15))  # few types, many repeats
+    words[0, 10:] = 0  # padding
+    weight = model.embedding.weight.detach()
+    model.train()
+    out = model.embed(words).detach()
+    dropped = kept = 0
+    for w in words.unique().tolist():
+        rows = out[words == w]
+        if w == 0:
+            assert (rows == 0).all()
+        elif (rows == 0).all():
+            dropped += 1
+        else:
+            torch.testing.assert_close(rows, (weight[w] / (1 - p)).expand_as(rows))
+            kept += 1
+    assert dropped and kept  # both happen with 10 types at p=0.5 (seeded)
+    # a new draw per batch: another call drops other types
+    again = model.embed(words).detach()
+    assert not torch.equal(again, out)
+    model.eval()
+    torch.testing.assert_close(model.embed(words), weight[words], atol=0, rtol=0)
+
+
+def test_embedding_dropout_range():
+    for bad in (1.0, -0.1, "0.2"):
+        with pytest.raises(ConfigError, match=r"^model\.embedding_dropout:"):
+            tagger(embedding_dropout=bad)
+    with pytest.raises(ConfigError, match=r"^model\.dropout_kind:"):
+        tagger(dropout_kind="variational")
+
+
+# ===================================================================== 6. schedulers
+
+
+def expected_lr(name, step, base, total, warmup, min_lr):
+    """The learning rate of optimizer step `step` (0-based) of `total`: a linear warm-up over
+    `warmup` steps (step s takes base * (s+1) / warmup), then constant, or a linear or
+    half-cosine decay from base at step `warmup` to min_lr at step `total`."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    if name == "constant":
+        return base
+    t = min((step - warmup) / (total - warmup), 1.0)
+    if name == "linear":
+        return base - (base - min_lr) * t
+    return min_lr + (base - min_lr) * (1 + math.cos(math.pi * t)) / 2
+
+
+def tiny_batches(count, vocab=20):
+    batches = []
+    for _ in range(count):
+        lengths = torch.tensor([4, 2, 3])
+        words = torch.randint(2, vocab, (3, 4))
+        tags = torch.randint(0, len(LABELS), (3, 4))
+        for i, n in enumerate(lengths):
+            words[i, n:] = 0
+            tags[i, n:] = -100
+        batches.append({"words": words, "lengths": lengths, "tags": tags})
+    return batches
+
+
+class LrRecorder(L.Callback):
+    def __init__(self):
+        self.lrs = []
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self.lrs.append(optimizer.param_groups[0]["lr"])
+
+
+@pytest.mark.parametrize(("name", "warmup", "min_lr"), [
+    ("linear", 3, 0.01), ("cosine", 3, 0.01), ("cosine", 0, 0.0), ("constant", 4, 0.0),
+])
+def test_step_schedulers_follow_the_formula(tmp_path, name, warmup, min_lr):
+    base, epochs, per_epoch = 0.2, 3, 4
+    model = tagger(vocab_size=20, embedding_dim=4, optimizer={"name": "sgd", "lr": base},
+                   scheduler={"name": name, "warmup_steps": warmup, "min_lr": min_lr})
+    recorder = LrRecorder()
+    trainer = L.Trainer(max_epochs=epochs, limit_val_batches=0, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[recorder],
+                        default_root_dir=tmp_path)
+    loader = torch.utils.data.DataLoader(tiny_batches(per_epoch), batch_size=None)
+    trainer.fit(model, train_dataloaders=loader)
+    total = epochs * per_epoch
+    expected = [expected_lr(name, s, base, total, warmup, min_lr) for s in range(total)]
+    assert recorder.lrs == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    final = trainer.optimizers[0].param_groups[0]["lr"]  # after the last step's update
+    assert final == pytest.approx(base if name == "constant" else min_lr, abs=1e-12)
+
+
+def test_plateau_scheduler():
+    base, factor, patience, min_lr = 0.1, 0.5, 2, 0.02
+    model = tagger(scheduler={"name": "plateau", "factor": factor, "patience": patience,
+                              "min_lr": min_lr, "monitor": "val/f1", "mode": "max"})
+    optimizer = torch.optim.SGD(model.parameters(), lr=base)
+    config = model.lr_scheduler(optimizer)
+    assert config["monitor"] == "val/f1" and config["interval"] == "epoch"
+    plateau = config["scheduler"]
+    scores = [0.1, 0.2, 0.3, 0.3, 0.29, 0.3, 0.25, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4]
+    # independently: reduce once more than `patience` epochs in a row failed to improve on
+    # the best, then count afresh; never below min_lr
+    lr, best, bad, expected = base, -math.inf, 0, []
+    for s in scores:
+        if s > best * (1 + 1e-4):
+            best, bad = s, 0
+        else:
+            bad += 1
+        if bad > patience:
+            lr, bad = max(lr * factor, min_lr), 0
+        expected.append(lr)
+    got = []
+    for s in scores:
+        plateau.step(s)
+        got.append(optimizer.param_groups[0]["lr"])
+    assert got == pytest.approx(expected)
+    assert base * factor in got and min_lr in got  # both a reduction and the floor happen
+    # mode min: a rising score is no improvement
+    model = tagger(scheduler={"name": "plateau", "factor": factor, "patience": 0,
+                              "mode": "min"})
+    optimizer = torch.optim.SGD(model.parameters(), lr=base)
+    plateau = model.lr_scheduler(optimizer)["scheduler"]
+    plateau.step(1.0)
+    plateau.step(2.0)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(base * factor)
+
+
+def test_no_scheduler_and_unknown_name():
+    model = tagger(scheduler={"name": "none"})
+    assert model.lr_scheduler(torch.optim.SGD(model.parameters(), lr=0.1)) is None
+    assert isinstance(tagger().configure_optimizers(), torch.optim.Optimizer)
+    with pytest.raises(ConfigError, match=r"^model\.scheduler\.name:.*'step'"):
+        tagger(scheduler={"name": "step"})
+
+
+class EndlessTrainer:
+    """What Lightning reports for trainer.max_epochs=-1 (allowed by the config rules) and no
+    max_steps: an unknown number of steps."""
+
+    estimated_stepping_batches = float("inf")
+
+
+def test_schedulers_with_endless_training():
+    model = tagger(scheduler={"name": "constant", "warmup_steps": 2})
+    model.trainer = EndlessTrainer()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = model.lr_scheduler(optimizer)["scheduler"]
+    for _ in range(3):
+        optimizer.step()
+        scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1)
+    for name in ("linear", "cosine"):
+        model = tagger(scheduler={"name": name})
+        model.trainer = EndlessTrainer()
+        with pytest.raises(ConfigError, match=r"model\.scheduler"):
+            model.lr_scheduler(torch.optim.SGD(model.parameters(), lr=0.1))
+
+
+# ============================================================= 7. config validation
+
+
+BAD = [
+    (["model.dropout_kind=lockd"], "model.dropout_kind"),
+    (["model.embedding_dropout=1.0"], "model.embedding_dropout"),
+    (["model.embedding_dropout=-0.5"], "model.embedding_dropout"),
+    (["model.embedding_dropout=much"], "model.embedding_dropout"),
+    (["model.scheduler.name=step"], "model.scheduler.name"),
+    (["model.scheduler.factor=1.0"], "model.scheduler.factor"),
+    (["model.scheduler.factor=0"], "model.scheduler.factor"),
+    (["model.scheduler.warmup_steps=-1"], "model.scheduler.warmup_steps"),
+    (["model.scheduler.min_lr=-0.1"], "model.scheduler.min_lr"),
+    (["model.scheduler.patience=1.5"], "model.scheduler.patience"),
+    (["model.embeddings.freeze=maybe"], "model.embeddings.freeze"),
+    (["encoder.residual=yes"], "encoder.residual"),
+    (["encoder.residual=true", "encoder.num_layers=1"], "encoder.residual"),
+    (["encoder.residual=true", "encoder.impl=fused"], "encoder.impl"),
+    (["encoder.dropout_kind=variational"], "encoder.dropout_kind"),
+    (["encoder.dropout_kind=locked", "encoder.impl=fused"], "encoder.impl"),
+    (["encoder.init=xavier"], "encoder.init"),
+    (["encoder.forget_bias=high"], "encoder.forget_bias"),
+    (["encoder.forget_bias=true"], "encoder.forget_bias"),
+    (["encoder.forget_bias=nan"], "encoder.forget_bias"),
+    (["model.scheduler.name=plateau", "model.scheduler.mode=maximum"], "model.scheduler.mode"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "key"), BAD, ids=[" ".join(b[0]) for b in BAD])
+def test_bad_option_exits_2_naming_the_key(tmp_path, capsys, overrides, key):
+    cfg = make_config(tmp_path, *overrides)
+    with pytest.raises(SystemExit) as info:
+        user_errors_exit(train)(cfg)
+    assert info.value.code == EXIT_USER_ERROR
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {key}:"), err
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_missing_pretrained_file_exits_2(tmp_path, capsys):
+    cfg = make_config(tmp_path, *TINY, f"model.embeddings.pretrained={tmp_path / 'no.txt'}")
+    with pytest.raises(SystemExit) as info:
+        user_errors_exit(train)(cfg)
+    assert info.value.code == EXIT_USER_ERROR
+    assert capsys.readouterr().err.startswith("error: model.embeddings.pretrained:")
+
+
+# ============================================================ 8. each option trains
+
+
+OPTIONS = [
+    ["encoder.residual=true", "encoder.merge=sum"],
+    ["encoder.dropout_kind=locked", "model.dropout_kind=locked", "model.dropout=0.3"],
+    ["encoder.init=orthogonal", "encoder.forget_bias=1.0"],
+    ["model.embedding_dropout=0.1"],
+    ["model.scheduler.name=constant", "model.scheduler.warmup_steps=5"],
+    ["model.scheduler.name=linear", "model.scheduler.warmup_steps=5",
+     "model.scheduler.min_lr=1e-5"],
+    ["model.scheduler.name=cosine", "model.scheduler.warmup_steps=5"],
+    ["model.scheduler.name=plateau", "model.scheduler.patience=0"],
+]
+
+
+@pytest.mark.parametrize("overrides", OPTIONS, ids=[" ".join(o) for o in OPTIONS])
+def test_each_option_trains_one_epoch(tmp_path, overrides):
+    train(make_config(tmp_path, *TINY, *overrides))
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    for split in ("val", "test"):
+        for key in ("f1", "precision", "recall", "loss"):
+            assert math.isfinite(saved[split][key]), (split, key)
+        assert 0 <= saved[split]["f1"] <= 1
