@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-full lint bench clean
+.PHONY: help install train test test-full test-gpu lint bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -28,6 +28,9 @@ test: $(STAMP)  ## run the default test suite (no network, a few minutes)
 
 test-full: $(STAMP)  ## run every test, slow ones included (real data in ../shared/data)
 	$(BIN)/python -m pytest $(ARGS)
+
+test-gpu: $(STAMP)  ## run the CUDA tests (skipped without a CUDA device)
+	$(BIN)/python -m pytest -m gpu -rs $(ARGS)
 
 lint: $(STAMP)  ## ruff
 	$(BIN)/ruff check src tests scripts train.py evaluate.py predict.py
