@@ -386,7 +386,8 @@ def test_train_py_on_a_hub_dataset_fails_fast_offline(tmp_path):
     assert len(error) == 1, result.stderr[-2000:]
     assert "eriktks/conll2003" in error[0] and "data.dir" in error[0]
     assert "Traceback" not in result.stderr
-    assert elapsed < 30
+    # imports take most of it; Hub retries would take minutes. Generous for a loaded machine.
+    assert elapsed < 90
 
 
 # ------------------------------------------------- 4. sentence classification vs the majority

@@ -154,7 +154,7 @@ def test_predict_command_reads_stdin(tagger, tmp_path):
     result = subprocess.run(
         [sys.executable, str(ROOT / "predict.py"), f"ckpt={run}", "input=-", "format=jsonl"],
         input="EU rejects German call to boycott British lamb .\n\nPeter Blackburn\n",
-        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        capture_output=True, text=True, cwd=tmp_path, timeout=600,
     )
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in result.stdout.splitlines()]  # stdout: records only

@@ -36,7 +36,7 @@ def offline_env(home: Path) -> dict:
     return env
 
 
-def run_train(tmp_path: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+def run_train(tmp_path: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
     """`python train.py ARGS` from tmp_path; stdout and stderr captured."""
     return subprocess.run([sys.executable, str(ROOT / "train.py"), *args],
                           cwd=tmp_path, env=offline_env(tmp_path), capture_output=True,
@@ -172,8 +172,11 @@ def _jobs(sweep: Path) -> list[Path]:
 
 
 def _table_rows(markdown: str) -> list[str]:
-    lines = [line for line in markdown.splitlines() if line.startswith("|")]
-    return lines[2:]  # without the header and the |---| line
+    """The rows of the first table (one per job), without its header and |---| lines."""
+    lines = markdown.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return lines[start + 2:end]
 
 
 def test_grid_sweep_and_summary(tmp_path):
