@@ -110,7 +110,7 @@ def _override_value(overrides: list[str], key: str):
 def _error_line(path: Path) -> str:
     """The first line of error.txt; for a full traceback its last line (the exception) instead."""
     if not path.is_file():
-        return "no metrics.json"
+        return "no metrics.json (still running, or killed)"
     lines = [line.strip() for line in path.read_text(encoding="utf-8", errors="replace")
              .splitlines() if line.strip()]
     if not lines:
