@@ -19,6 +19,7 @@ import sys
 import pytest
 import torch
 from conftest import ROOT, TEST_OVERRIDES
+from test_benchmark import ARGS, AXES
 from test_encoder import as_tuple, scalar_loss, stack_merges, twin
 
 from birnn import BiRNN
@@ -344,12 +345,7 @@ def test_train_py_on_gpu(tmp_path, extra, precision):
 
 # --- 6. scripts/benchmark.py --devices cuda -------------------------------------------------
 
-BENCH_ARGS = (
-    "--devices cuda --cells lstm,mixed --merges concat,sum --layers 1,2 --hidden 8 --batch 2 "
-    "--seq 5 --input 6 --steps 2 --warmup 1 --matmul-size 64 --precisions fp32,bf16 --ragged "
-    "--profile --threads 1 --vocab 20 --tags 3"
-).split()
-AXES = ("cell", "merge", "layers", "hidden", "device", "precision", "lengths")
+BENCH_ARGS = ("--devices", "cuda", *ARGS)  # the CPU test's tiny grid, on CUDA
 
 
 def test_benchmark_on_cuda(tmp_path):

@@ -24,7 +24,6 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 from birnn import BiRNN
-from birnn.cli.app import EXIT_USER_ERROR, user_errors_exit
 from birnn.cli.train import train
 from birnn.data import read_column_file
 from birnn.errors import ConfigError
@@ -682,48 +681,7 @@ def test_schedulers_with_endless_training():
 # ============================================================= 7. config validation
 
 
-BAD = [
-    (["model.dropout_kind=lockd"], "model.dropout_kind"),
-    (["model.embedding_dropout=1.0"], "model.embedding_dropout"),
-    (["model.embedding_dropout=-0.5"], "model.embedding_dropout"),
-    (["model.embedding_dropout=much"], "model.embedding_dropout"),
-    (["model.scheduler.name=step"], "model.scheduler.name"),
-    (["model.scheduler.factor=1.0"], "model.scheduler.factor"),
-    (["model.scheduler.factor=0"], "model.scheduler.factor"),
-    (["model.scheduler.warmup_steps=-1"], "model.scheduler.warmup_steps"),
-    (["model.scheduler.min_lr=-0.1"], "model.scheduler.min_lr"),
-    (["model.scheduler.patience=1.5"], "model.scheduler.patience"),
-    (["model.embeddings.freeze=maybe"], "model.embeddings.freeze"),
-    (["encoder.residual=yes"], "encoder.residual"),
-    (["encoder.residual=true", "encoder.num_layers=1"], "encoder.residual"),
-    (["encoder.residual=true", "encoder.impl=fused"], "encoder.impl"),
-    (["encoder.dropout_kind=variational"], "encoder.dropout_kind"),
-    (["encoder.dropout_kind=locked", "encoder.impl=fused"], "encoder.impl"),
-    (["encoder.init=xavier"], "encoder.init"),
-    (["encoder.forget_bias=high"], "encoder.forget_bias"),
-    (["encoder.forget_bias=true"], "encoder.forget_bias"),
-    (["encoder.forget_bias=nan"], "encoder.forget_bias"),
-    (["model.scheduler.name=plateau", "model.scheduler.mode=maximum"], "model.scheduler.mode"),
-]
-
-
-@pytest.mark.parametrize(("overrides", "key"), BAD, ids=[" ".join(b[0]) for b in BAD])
-def test_bad_option_exits_2_naming_the_key(tmp_path, capsys, overrides, key):
-    cfg = make_config(tmp_path, *overrides)
-    with pytest.raises(SystemExit) as info:
-        user_errors_exit(train)(cfg)
-    assert info.value.code == EXIT_USER_ERROR
-    err = capsys.readouterr().err
-    assert err.startswith(f"error: {key}:"), err
-    assert not (tmp_path / "metrics.json").exists()
-
-
-def test_missing_pretrained_file_exits_2(tmp_path, capsys):
-    cfg = make_config(tmp_path, *TINY, f"model.embeddings.pretrained={tmp_path / 'no.txt'}")
-    with pytest.raises(SystemExit) as info:
-        user_errors_exit(train)(cfg)
-    assert info.value.code == EXIT_USER_ERROR
-    assert capsys.readouterr().err.startswith("error: model.embeddings.pretrained:")
+# The bad values of these options are rows of tests/test_config_validation.py's table.
 
 
 # ============================================================ 8. each option trains

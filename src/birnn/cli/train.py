@@ -80,7 +80,7 @@ def train(cfg: DictConfig) -> dict:
         _convert_="all",
     )
     model.vocabularies = datamodule.vocabularies()
-    if not ckpt and hasattr(model, "init_pretrained"):
+    if not ckpt:
         model.init_pretrained()  # a resumed run takes its trained table from the checkpoint
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info("encoder: %s | %s trainable parameters", model.encoder.extra_repr(), f"{params:,}")

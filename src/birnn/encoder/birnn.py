@@ -325,14 +325,12 @@ class BiRNN(nn.Module):
 
         data = x if packed is None else packed.data
         locked = self.dropout_kind == "locked" and self.training and self.dropout > 0
-        if locked:
+        seq = None
+        if locked and packed is not None:
             # row -> sequence index: packed rows are time-major over the sorted sequences
-            seq = torch.arange(batch)
-            if packed is not None:
-                sizes = packed.batch_sizes
-                starts = torch.cumsum(sizes, 0) - sizes
-                seq = torch.arange(int(sizes.sum())) - starts.repeat_interleave(sizes)
-            seq = seq.to(x.device)
+            sizes = packed.batch_sizes
+            starts = torch.cumsum(sizes, 0) - sizes
+            seq = (torch.arange(int(sizes.sum())) - starts.repeat_interleave(sizes)).to(x.device)
         if self.use_fused(x.device):
             data, h_n = run(self._fused_module(), data)  # (..., 2H)
             hidden = self.hidden_sizes[-1]
@@ -341,7 +339,7 @@ class BiRNN(nn.Module):
         else:
             for k, rnn in enumerate(self.layers):
                 if k > 0 and locked:
-                    data = data * _locked_mask(data, seq, batch, self.dropout)
+                    data = data * locked_dropout_mask(data, self.dropout, seq, batch)
                 elif k > 0 and self.dropout > 0:
                     data = F.dropout(data, self.dropout, self.training)
                 out, h_n = run(rnn, data)
@@ -376,13 +374,17 @@ class BiRNN(nn.Module):
         )
 
 
-def _locked_mask(data: Tensor, seq: Tensor, batch: int, p: float) -> Tensor:
-    """A dropout mask with one draw per sequence and feature, broadcast to every time step.
+def locked_dropout_mask(data: Tensor, p: float, seq: Tensor | None = None,
+                        batch: int | None = None) -> Tensor:
+    """A dropout mask (kept values scaled by 1/(1-p)) with one draw per sequence and feature,
+    shared by all time steps (variational dropout).
 
-    `data` is (B, T, W) or packed rows (N, W) whose sequence indices are `seq` (N,); in the
-    packed case the indices refer to the packed (sorted) order, which is all a mask needs.
+    `data` is (B, T, W), or packed rows (N, W) whose sequence indices are `seq` (N,) among
+    `batch` sequences; in the packed case the indices refer to the packed (sorted) order,
+    which is all a mask needs.
     """
-    keep = torch.empty(batch, data.size(-1), device=data.device, dtype=data.dtype)
+    rows = data.size(0) if data.dim() == 3 else batch
+    keep = torch.empty(rows, data.size(-1), device=data.device, dtype=data.dtype)
     keep = keep.bernoulli_(1 - p).div_(1 - p)
     return keep.unsqueeze(1) if data.dim() == 3 else keep[seq]
 

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from birnn.data.vocab import CASING
 from birnn.encoder import BiRNN
+from birnn.encoder.birnn import locked_dropout_mask
 from birnn.errors import ConfigError
 from birnn.models.pretrained import init_embedding
 
@@ -34,8 +35,7 @@ class SequenceDropout(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0 or self.kind != "locked" or x.dim() != 3:
             return F.dropout(x, self.p, self.training)
-        keep = x.new_empty(x.size(0), 1, x.size(2)).bernoulli_(1 - self.p).div_(1 - self.p)
-        return x * keep
+        return x * locked_dropout_mask(x, self.p)
 
     def extra_repr(self) -> str:
         return f"p={self.p}, kind={self.kind}"
@@ -226,8 +226,7 @@ class BiRNNModule(L.LightningModule):
             return None
         if self.vocabularies is None:
             raise ConfigError("model.embeddings.pretrained: the vocabulary is unknown")
-        return init_embedding(self.embedding, self.vocabularies["words"]["itos"], path,
-                              freeze=bool(self.embeddings_cfg.get("freeze", False)))
+        return init_embedding(self.embedding, self.vocabularies["words"]["itos"], path)
 
     def embed(self, words: Tensor, chars: Tensor | None = None,
               casing: Tensor | None = None) -> Tensor:

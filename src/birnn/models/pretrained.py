@@ -86,10 +86,10 @@ def read_vectors(path: str | Path, words: set[str], dim: int) -> dict[str, torch
 
 
 def init_embedding(embedding: nn.Embedding, itos: list[str], path: str | Path,
-                   freeze: bool = False, skip: int = 2) -> int:
+                   skip: int = 2) -> int:
     """Copy the file's vectors into the rows of `embedding` for the words `itos` (row i is
-    word itos[i]); the first `skip` rows (<pad>, <unk>) are left alone. With `freeze`, the
-    table is not trained. Returns how many words took a vector, and logs the coverage."""
+    word itos[i]); the first `skip` rows (<pad>, <unk>) are left alone. Returns how many
+    words took a vector, and logs the coverage."""
     dim = embedding.embedding_dim
     vectors = read_vectors(path, set(itos[skip:]), dim)
     hits = 0
@@ -101,10 +101,10 @@ def init_embedding(embedding: nn.Embedding, itos: list[str], path: str | Path,
             if vector is not None:
                 embedding.weight[i] = vector.to(embedding.weight.dtype)
                 hits += 1
-    embedding.weight.requires_grad_(not freeze)
     total = max(len(itos) - skip, 1)
     log.info("pretrained vectors: %s of %s vocabulary words (%.1f%%) from %s%s", f"{hits:,}",
-             f"{total:,}", 100 * hits / total, path, " (frozen)" if freeze else "")
+             f"{total:,}", 100 * hits / total, path,
+             "" if embedding.weight.requires_grad else " (frozen)")
     if hits == 0:
         log.warning("pretrained vectors: no vocabulary word was found in %s", path)
     return hits
