@@ -55,6 +55,8 @@ BAD = [
     (["encoder.cell=transformer"], "encoder.cell"),
     (["encoder.merge=concatenate"], "encoder.merge"),
     (["encoder.impl=cudnn"], "encoder.impl"),
+    (["encoder.ragged=sort"], "encoder.ragged"),
+    (["model.optimizer.fused=yes"], "model.optimizer.fused"),
     (["encoder.hidden_size=[8,8,8]", "encoder.num_layers=2"], "encoder.hidden_size"),
     (["encoder.merge=[none,concat]"], "encoder.merge"),
     (["encoder.impl=fused", "encoder.merge=sum"], "encoder.impl"),

@@ -140,8 +140,8 @@ def batch_input(lengths=LENGTHS, total=T, width=INPUT):
     return torch.randn(len(lengths), total, width), torch.tensor(lengths)
 
 
-def twin(model, impl):
-    """A BiRNN with the same config and weights as `model` but another impl."""
+def twin(model, impl, ragged=None):
+    """A BiRNN with the same config and weights as `model` but another impl (or ragged)."""
     other = BiRNN(
         model.input_size,
         model.hidden_sizes,
@@ -149,6 +149,8 @@ def twin(model, impl):
         merge=model.merges,
         dropout=model.dropout,
         impl=impl,
+        residual=any(model.residuals),
+        ragged=ragged or model.ragged,
     )
     other.load_state_dict(model.state_dict())
     return other.train(model.training)
@@ -164,13 +166,18 @@ def stack_merges(mode, num_layers):
 # --- 1. against the reference -----------------------------------------------------------
 
 
+RAGGED = ["pack", "reverse"]
+
+
+@pytest.mark.parametrize("ragged", RAGGED)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("num_layers", [1, 2, 3])
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
-def test_matches_reference(cell, num_layers, mode):
+def test_matches_reference(cell, num_layers, mode, ragged):
     hidden = 4
     merges = stack_merges(mode, num_layers)
-    model = BiRNN(INPUT, hidden, cell, num_layers, merge=merges, impl="layered").eval()
+    model = BiRNN(INPUT, hidden, cell, num_layers, merge=merges, impl="layered",
+                  ragged=ragged).eval()
     x, lengths = batch_input()
     expected = reference_forward(
         model, [cell] * num_layers, [hidden] * num_layers, merges, x, lengths.tolist()
@@ -185,9 +192,10 @@ def test_matches_reference(cell, num_layers, mode):
         assert_close(final, expected[1])
 
 
-def test_mixed_stack_matches_reference():
+@pytest.mark.parametrize("ragged", RAGGED)
+def test_mixed_stack_matches_reference(ragged):
     cells, hiddens, merges = ["gru", "lstm", "rnn"], [5, 3, 4], ["concat", "sum", "ave"]
-    model = BiRNN(INPUT, hiddens, cells, merge=merges).eval()
+    model = BiRNN(INPUT, hiddens, cells, merge=merges, ragged=ragged).eval()
     assert model.num_layers == 3 and not model.fusable
     x, lengths = batch_input()
     with torch.no_grad():
@@ -200,9 +208,10 @@ def test_mixed_stack_matches_reference():
     assert_close(final, expected_final)
 
 
-def test_mixed_stack_with_none_last_matches_reference():
+@pytest.mark.parametrize("ragged", RAGGED)
+def test_mixed_stack_with_none_last_matches_reference(ragged):
     cells, hiddens, merges = ["lstm", "rnn"], [3, 5], ["mul", "none"]
-    model = BiRNN(INPUT, hiddens, cells, merge=merges).eval()
+    model = BiRNN(INPUT, hiddens, cells, merge=merges, ragged=ragged).eval()
     x, lengths = batch_input()
     with torch.no_grad():
         outputs, final = model(x, lengths)
@@ -286,6 +295,46 @@ def test_fused_equals_layered_values_and_gradients(cell, num_layers, last):
         assert torch.all(x_f.grad[i, n:] == 0)
 
 
+def test_auto_ragged_reverses_on_cpu_only():
+    model = BiRNN(INPUT, 4, "lstm", 2, merge="sum")
+    assert model.use_reverse(torch.device("cpu"))
+    assert not model.use_reverse(torch.device("cuda"))
+    assert BiRNN(INPUT, 4, ragged="pack").use_reverse(torch.device("cpu")) is False
+    assert BiRNN(INPUT, 4, ragged="reverse").use_reverse(torch.device("cuda")) is True
+
+
+@pytest.mark.parametrize(
+    ("cells", "merges", "residual"),
+    [
+        (["lstm", "lstm"], ["sum", "mul"], False),
+        (["gru", "lstm", "rnn"], ["concat", "ave", "none"], False),
+        (["lstm", "gru", "gru"], ["sum", "sum", "ave"], True),
+    ],
+)
+def test_reverse_equals_pack_values_and_gradients(cells, merges, residual):
+    """The two ragged strategies: same outputs, same gradients for input and every weight
+    (the reference above checks values only; the packed path is PyTorch's own)."""
+    packed = BiRNN(INPUT, 4, cells, merge=merges, residual=residual, ragged="pack")
+    reverse = twin(packed, "layered", ragged="reverse")
+    x, lengths = batch_input()
+    x_p = x.clone().requires_grad_(True)
+    x_r = x.clone().requires_grad_(True)
+    out_p, final_p = packed(x_p, lengths)
+    out_r, final_r = reverse(x_r, lengths)
+    assert_close(out_r, out_p)
+    assert_close(final_r, final_p)
+    weights = [torch.randn_like(p) for p in as_tuple(out_p) + as_tuple(final_p)]
+    scalar_loss(out_p, final_p, weights).backward()
+    scalar_loss(out_r, final_r, weights).backward()
+    assert x_p.grad.abs().sum() > 0
+    torch.testing.assert_close(x_r.grad, x_p.grad, atol=ATOL, rtol=0)
+    grads_r = dict(reverse.named_parameters())
+    for name, p in packed.named_parameters():
+        torch.testing.assert_close(grads_r[name].grad, p.grad, atol=ATOL, rtol=0, msg=name)
+    for i, n in enumerate(lengths.tolist()):
+        assert torch.all(x_r.grad[i, n:] == 0)
+
+
 @pytest.mark.parametrize("layer_index", [0, 1, 2])
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_fused_uses_the_per_layer_parameters(cell, layer_index):
@@ -320,17 +369,19 @@ def test_fused_shares_parameters_with_layers():
 
 
 @pytest.mark.parametrize(
-    ("impl", "cell", "merges"),
+    ("impl", "cell", "merges", "ragged"),
     [
-        ("layered", "lstm", ["concat", "concat"]),
-        ("fused", "lstm", ["concat", "concat"]),
-        ("fused", "gru", ["concat", "none"]),
-        ("layered", "gru", ["sum", "mul"]),
-        ("layered", "rnn", ["ave", "none"]),
+        ("layered", "lstm", ["concat", "concat"], "pack"),
+        ("layered", "lstm", ["concat", "concat"], "reverse"),
+        ("fused", "lstm", ["concat", "concat"], "auto"),
+        ("fused", "gru", ["concat", "none"], "auto"),
+        ("layered", "gru", ["sum", "mul"], "pack"),
+        ("layered", "gru", ["sum", "mul"], "reverse"),
+        ("layered", "rnn", ["ave", "none"], "reverse"),
     ],
 )
-def test_padding_invariance(impl, cell, merges):
-    model = BiRNN(INPUT, 4, cell, merge=merges, impl=impl).eval()
+def test_padding_invariance(impl, cell, merges, ragged):
+    model = BiRNN(INPUT, 4, cell, merge=merges, impl=impl, ragged=ragged).eval()
     lengths = [2, 5, 1, 8, 3]
     x, lens = batch_input(lengths, total=10)  # padded past the longest sequence too
     with torch.no_grad():

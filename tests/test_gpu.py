@@ -193,12 +193,17 @@ def _cross_device_cases():
     mixed = {"cell": ["gru", "lstm", "rnn"], "hidden_size": [6, HIDDEN, 5],
              "merge": ["concat", "mul", "none"]}
     cases.append(pytest.param(mixed, "auto", id="mixed-auto"))
+    # the reversal strategy, which auto takes on CPU only, forced on CUDA too
+    for cell in ("lstm", "gru"):
+        kwargs = {"cell": cell, "num_layers": 2, "merge": ["sum", "none"], "ragged": "reverse"}
+        cases.append(pytest.param(kwargs, "layered", id=f"{cell}-reverse-layered"))
     return cases
 
 
 @pytest.mark.parametrize(("kwargs", "impl"), _cross_device_cases())
 def test_cuda_matches_cpu(kwargs, impl):
-    """The same module, moved with `.to`: CPU kernels (layered for auto) vs cuDNN."""
+    """The same module, moved with `.to`: CPU kernels (layered, ragged batches reversed, for
+    auto) vs cuDNN (packed for auto)."""
     model = BiRNN(INPUT, **{"hidden_size": HIDDEN, **kwargs}, impl=impl).eval()
     x, lengths = make_batch(device=CPU)
     with torch.no_grad():

@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 from birnn import BiRNN
+from birnn.encoder import birnn as encoder_module
 from birnn.cli.train import train
 from birnn.data import read_column_file
 from birnn.errors import ConfigError
@@ -32,6 +33,8 @@ from birnn.models.base import SequenceDropout
 from birnn.models.pretrained import init_embedding, read_vectors
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+OPTIMIZER_CLASSES = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
+                     "sgd": torch.optim.SGD}
 LENGTHS = [5, 1, 7, 3]  # unsorted, with a length-1 sequence and a full-length one
 T = 7
 LABELS = ["O", "B-X", "I-X"]
@@ -147,9 +150,14 @@ def test_residual_cannot_be_fused():
 # ======================================================================= 2. locked dropout
 
 
-def layer_inputs(model, x, lengths):
-    """Forward `model` once; the inputs its layers 2.. received, as (B, T, W) tensors."""
+def layer_inputs(model, x, lengths, monkeypatch):
+    """Forward `model` once; the inputs its layers 2.. received, as (B, T, W) tensors.
+
+    Layers run as modules (packed or full batches: a forward pre-hook sees the input) or, for
+    the ``reverse`` ragged strategy, through `run_direction` (its forward-direction call sees
+    the input in the original order)."""
     seen = {}
+    index = {id(layer): k for k, layer in enumerate(model.layers)}
 
     def hook(k):
         def capture(module, args):
@@ -159,14 +167,22 @@ def layer_inputs(model, x, lengths):
             seen[k] = data.detach().clone()
         return capture
 
-    handles = [layer.register_forward_pre_hook(hook(k))
-               for k, layer in enumerate(model.layers) if k > 0]
+    run_direction = encoder_module.run_direction
+
+    def recording(layer, cell, data, reverse):
+        if not reverse:
+            seen[index[id(layer)]] = data.detach().clone()
+        return run_direction(layer, cell, data, reverse)
+
+    handles = [layer.register_forward_pre_hook(hook(k)) for k, layer in enumerate(model.layers)]
     try:
-        model(x, lengths)
+        with monkeypatch.context() as patch:
+            patch.setattr(encoder_module, "run_direction", recording)
+            model(x, lengths)
     finally:
         for h in handles:
             h.remove()
-    return seen
+    return {k: v for k, v in seen.items() if k > 0}
 
 
 def mask_is_locked(dropped, clean, lengths, p):
@@ -181,14 +197,17 @@ def mask_is_locked(dropped, clean, lengths, p):
     return True, torch.stack(masks)
 
 
-@pytest.mark.parametrize("lengths", [LENGTHS, [T] * 4], ids=["packed", "full"])
+@pytest.mark.parametrize(("lengths", "ragged"),
+                         [(LENGTHS, "pack"), (LENGTHS, "reverse"), ([T] * 4, "auto")],
+                         ids=["packed", "reversed", "full"])
 @pytest.mark.parametrize("kind", ["locked", "standard"])
-def test_encoder_locked_dropout_mask_is_constant_over_time(lengths, kind):
+def test_encoder_locked_dropout_mask_is_constant_over_time(lengths, ragged, kind, monkeypatch):
     p = 0.5
-    model = BiRNN(3, 6, "lstm", num_layers=3, merge="concat", dropout=p, dropout_kind=kind)
+    model = BiRNN(3, 6, "lstm", num_layers=3, merge="concat", dropout=p, dropout_kind=kind,
+                  ragged=ragged)
     x, lens = torch.randn(len(lengths), T, 3), torch.tensor(lengths)
-    clean = layer_inputs(model.eval(), x, lens)[1]  # layer 2's input without dropout
-    dropped = layer_inputs(model.train(), x, lens)
+    clean = layer_inputs(model.eval(), x, lens, monkeypatch)[1]  # layer 2's input, no dropout
+    dropped = layer_inputs(model.train(), x, lens, monkeypatch)
     locked, masks = mask_is_locked(dropped[1], clean, lengths, p)
     if kind == "standard":  # control: a new mask per token is not locked
         assert not locked
@@ -243,6 +262,25 @@ def test_sequence_dropout_standard_and_pooled_vectors():
     # standard on (B, T, W): masks vary over time
     out = SequenceDropout(p, "standard").train()(torch.ones(8, 20, 16))
     assert not (out == out[:, :1]).all()
+
+
+@pytest.mark.parametrize("p", [0.1, 0.3, 0.5])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_dropout_zeroes_a_fraction_p_and_scales_the_rest(p, dtype):
+    """The CPU dropout against its definition: zeros with probability p (a binomial count
+    within 5 standard deviations), survivors x / (1 - p), gradient mask / (1 - p)."""
+    x = (torch.rand(200, 50, 20) + 0.5).to(dtype).requires_grad_(True)
+    out = encoder_module.dropout(x, p, True)
+    assert out.dtype == dtype
+    kept = out != 0
+    n = x.numel()
+    assert abs((n - kept.sum().item()) - p * n) < 5 * math.sqrt(n * p * (1 - p))
+    scale = torch.tensor(1 / (1 - p), dtype=dtype)
+    torch.testing.assert_close(out[kept], x.detach()[kept] * scale, rtol=0, atol=0)
+    out.sum().backward()
+    torch.testing.assert_close(x.grad, kept.to(dtype) * scale, rtol=0, atol=0)
+    assert encoder_module.dropout(x, p, False) is x
+    assert encoder_module.dropout(x, 0.0, True) is x
 
 
 # ================================================================= 3. orthogonal, forget
@@ -645,6 +683,39 @@ def test_plateau_scheduler():
     plateau.step(1.0)
     plateau.step(2.0)
     assert optimizer.param_groups[0]["lr"] == pytest.approx(base * factor)
+
+
+@pytest.mark.parametrize("optimizer", [
+    {"name": "adam", "lr": 0.01, "weight_decay": 0.1},
+    {"name": "adamw", "lr": 0.01, "weight_decay": 0.1},
+    {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 0.01},
+])
+def test_fused_optimizer_matches_the_reference_loop(optimizer):
+    """The default fused update against PyTorch's per-parameter loop (`foreach=False`, the
+    reference implementation), from the same weights and gradients, over three steps."""
+    model = tagger(optimizer=dict(optimizer))
+    fused = model.configure_optimizers()
+    assert fused.defaults["fused"] is True
+    twin = tagger(optimizer=dict(optimizer))
+    twin.load_state_dict(model.state_dict())
+    cfg = {k: v for k, v in optimizer.items() if k != "name"}
+    reference = OPTIMIZER_CLASSES[optimizer["name"]](twin.parameters(), foreach=False, **cfg)
+    start = model.embedding.weight.detach().clone()
+    for step in range(3):
+        for m in (model, twin):
+            torch.manual_seed(step)
+            for p in m.parameters():
+                p.grad = torch.randn_like(p)
+        fused.step()
+        reference.step()
+    for (name, got), want in zip(model.named_parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5, msg=name)
+    assert (model.embedding.weight - start).abs().min() > 0  # every weight was updated
+
+
+def test_fused_optimizer_can_be_turned_off():
+    off = tagger(optimizer={"name": "adam", "lr": 0.01, "fused": False}).configure_optimizers()
+    assert not off.defaults["fused"]
 
 
 def test_no_scheduler_and_unknown_name():

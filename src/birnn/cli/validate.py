@@ -77,6 +77,7 @@ RULES: list[tuple[str, tuple[Callable[[Any], bool], str]]] = [
     ("model.optimizer.lr", _nums(0, open_low=True)),
     ("model.optimizer.weight_decay", _nums(0)),
     ("model.optimizer.momentum", _nums(0)),
+    ("model.optimizer.fused", BOOL),
     ("model.dropout_kind", _one_of(DROPOUT_KINDS)),
     ("model.embedding_dropout", _nums(0, 1)),
     ("model.embeddings.freeze", BOOL),
