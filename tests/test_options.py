@@ -718,6 +718,35 @@ def test_fused_optimizer_can_be_turned_off():
     assert not off.defaults["fused"]
 
 
+@pytest.mark.parametrize("algorithm", ["norm", "value"])
+def test_clipping_without_loss_scaling_matches_torch(algorithm):
+    """With no loss scaling (fp32, bf16) the module clips the fused optimizer's gradients
+    itself; the result equals torch's clipping of the same gradients."""
+    model = tagger()
+    optimizer = model.configure_optimizers()
+    torch.manual_seed(0)
+    grads = [torch.randn_like(p) * 10 for p in model.parameters()]
+    for p, g in zip(model.parameters(), grads, strict=True):
+        p.grad = g.clone()
+    model.configure_gradient_clipping(optimizer, 0.5, algorithm)
+    twins = [nn.Parameter(torch.zeros_like(g)) for g in grads]
+    for t, g in zip(twins, grads, strict=True):
+        t.grad = g.clone()
+    clip = nn.utils.clip_grad_norm_ if algorithm == "norm" else nn.utils.clip_grad_value_
+    clip(twins, 0.5)
+    for p, t in zip(model.parameters(), twins, strict=True):
+        torch.testing.assert_close(p.grad, t.grad)
+    assert not torch.equal(twins[0].grad, grads[0])  # clipping changed something
+
+
+def test_fp16_loss_scaling_with_clipping_takes_the_unfused_optimizer(monkeypatch):
+    model = tagger()
+    monkeypatch.setattr(type(model), "_loss_scaling", lambda self: True)
+    monkeypatch.setattr(type(model), "trainer", property(
+        lambda self: type("T", (), {"gradient_clip_val": 1.0})()))
+    assert model.configure_optimizers().defaults["fused"] is False
+
+
 def test_no_scheduler_and_unknown_name():
     model = tagger(scheduler={"name": "none"})
     assert model.lr_scheduler(torch.optim.SGD(model.parameters(), lr=0.1)) is None
@@ -768,6 +797,10 @@ OPTIONS = [
      "model.scheduler.min_lr=1e-5"],
     ["model.scheduler.name=cosine", "model.scheduler.warmup_steps=5"],
     ["model.scheduler.name=plateau", "model.scheduler.patience=0"],
+    ["trainer.precision=bf16-mixed", "trainer.gradient_clip_val=0.5"],  # fused + clip + bf16
+    ["model.optimizer.fused=false", "trainer.gradient_clip_val=0.5",
+     "+trainer.gradient_clip_algorithm=value"],
+    ["encoder.ragged=pack"],
 ]
 
 

@@ -270,13 +270,36 @@ class BiRNNModule(L.LightningModule):
         if cls is not torch.optim.SGD:
             cfg.pop("momentum", None)
         # PyTorch's CPU default is a Python loop over the parameters; the fused kernel does
-        # the same update (see the README's Performance section for the measured gain)
+        # the same update (see the README's Performance section for the measured gain). With
+        # fp16 loss scaling and clipping, Lightning needs the gradients unscaled before the
+        # step, which a fused optimizer does inside it: then take the multi-tensor loop.
         cfg["fused"] = bool(cfg.get("fused", True))
+        if cfg["fused"] and self._loss_scaling() and self.trainer.gradient_clip_val:
+            cfg["fused"], cfg["foreach"] = False, True
         optimizer = cls([p for p in self.parameters() if p.requires_grad], **cfg)
         scheduler = self.lr_scheduler(optimizer)
         if scheduler is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    def _loss_scaling(self) -> bool:
+        """Whether the trainer scales the loss (fp16 mixed precision)."""
+        plugin = getattr(self._trainer, "precision_plugin", None)
+        return getattr(plugin, "scaler", None) is not None
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None,
+                                    gradient_clip_algorithm=None):
+        # Without loss scaling (fp32, bf16) the gradients are final here, so clip them
+        # directly: Lightning's mixed-precision plugin refuses to clip for every fused
+        # optimizer, a rule that only fp16's scaled gradients need.
+        if self._loss_scaling() or not gradient_clip_val:
+            return super().configure_gradient_clipping(optimizer, gradient_clip_val,
+                                                       gradient_clip_algorithm)
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        if gradient_clip_algorithm == "value":
+            nn.utils.clip_grad_value_(params, gradient_clip_val)
+        else:
+            nn.utils.clip_grad_norm_(params, gradient_clip_val)
 
     def lr_scheduler(self, optimizer) -> dict | None:
         """The Lightning scheduler config for `scheduler` (None for `none`)."""
