@@ -3,7 +3,8 @@
 What is measured, for every configuration of the grid
     cell (lstm, gru, mixed = gru/lstm alternating per layer) x merge (concat, sum, mul, ave)
     x layers x hidden x device (cpu, cuda when available) x precision (fp32, bf16 autocast)
-    x lengths (full; plus ragged, random lengths in [1, T], with --ragged)
+    x lengths (full; plus ragged with --ragged: random lengths in [0.8 T, T], the spread of a
+    length-bucketed batch, one sequence at T)
 on one random batch of shape (B, T, E) (default 32 x 40 x 100, seeded):
 
 - training tokens/s: one step = zero the grads + forward + `outputs.sum()` loss + backward
@@ -29,14 +30,19 @@ Implementations per configuration:
 
 - ``birnn-layered`` and ``birnn-fused`` (when the stack is fusable: one cell type, ``concat``);
   ``impl="auto"`` only dispatches to one of these per call (``BiRNN.use_fused``), so it is not
-  timed again: the implementation it picks is marked ``auto`` in the tables.
+  timed again: the implementation it picks is marked ``auto`` in the tables. With ragged
+  lengths ``birnn-layered`` takes ``ragged="auto"`` (on CPU: padded, the backward direction
+  reversed within each length), and ``birnn-packed`` is the same stack with ``ragged="pack"``
+  (PyTorch's ``PackedSequence``), to show what the choice is worth.
 - ``layered-loop``: the simplest hand-written stack, a list of single-layer bidirectional
   ``nn.LSTM/GRU`` modules with the merge done by hand on padded tensors (no packing).
 - ``torch-fused``: ``nn.LSTM/GRU(num_layers=L, bidirectional=True, batch_first=True)`` on the
   padded batch; only where it computes the same stack (uniform cell, ``concat``).
 
 The baselines do not pack, so with ragged lengths they also compute the padding (and their
-backward direction reads it); their tokens/s still counts real tokens only.
+backward direction reads it, so their outputs are not exact there); as birnn's ``reverse``
+strategy computes the padding too, the two do the same work. Every tokens/s counts real
+tokens only.
 
 birnn's ratios to the baselines (``vs_layered_loop``, ``vs_fused``: its tokens/s over theirs,
 >1 = birnn faster) come from one process, one input and one machine state, which makes them
@@ -103,7 +109,9 @@ QUICK_GRID = {
     "warmup": 2,
 }
 CONTENTION_FACTOR = 10  # multi-thread probe this many times slower than 1 thread: contended
-IMPL_ORDER = ("birnn-layered", "birnn-fused", "layered-loop", "torch-fused", "keras")
+IMPL_ORDER = ("birnn-layered", "birnn-packed", "birnn-fused", "layered-loop", "torch-fused",
+              "keras")
+RAGGED_MIN = 0.8  # ragged batches: lengths uniform in [RAGGED_MIN * T, T]
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -223,14 +231,17 @@ def candidates(cfg: Config, input_size: int, seed: int) -> dict[str, Callable[[]
 
         return make
 
-    def birnn(impl: str) -> Callable[[], nn.Module]:
+    def birnn(impl: str, ragged: str = "auto") -> Callable[[], nn.Module]:
         return seeded(
             lambda: BiRNNOutputs(
-                BiRNN(input_size, cfg.hidden, cells, cfg.layers, cfg.merge, impl=impl)
+                BiRNN(input_size, cfg.hidden, cells, cfg.layers, cfg.merge, impl=impl,
+                      ragged=ragged)
             )
         )
 
     builders = {"birnn-layered": birnn("layered")}
+    if cfg.lengths == "ragged":
+        builders["birnn-packed"] = birnn("layered", ragged="pack")
     if len(set(cells)) == 1 and cfg.merge == "concat":
         builders["birnn-fused"] = birnn("fused")
     builders["layered-loop"] = seeded(lambda: LayeredLoop(input_size, cfg.hidden, cells, cfg.merge))
@@ -427,11 +438,13 @@ def contended(probe: dict) -> bool:
 
 
 def make_batch(cfg: Config, args, device: torch.device) -> tuple[Tensor, Tensor]:
-    """The seeded input batch and its lengths (all T, or random in [1, T] for ragged)."""
+    """The seeded input batch and its lengths (all T; for ragged, random in [0.8 T, T], as in
+    a batch of length-bucketed sentences)."""
     gen = torch.Generator().manual_seed(args.seed)
     x = torch.randn(args.batch, args.seq, args.input, generator=gen).to(device)
     if cfg.lengths == "ragged":
-        lengths = torch.randint(1, args.seq + 1, (args.batch,), generator=gen)
+        shortest = max(1, math.ceil(RAGGED_MIN * args.seq))
+        lengths = torch.randint(shortest, args.seq + 1, (args.batch,), generator=gen)
         lengths[0] = args.seq  # the longest sequence fills the padded width
     else:
         lengths = torch.full((args.batch,), args.seq, dtype=torch.int64)
@@ -765,7 +778,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--input", type=int, default=100)
     p.add_argument("--steps", type=int, help="timed steps per measurement (median)")
     p.add_argument("--warmup", type=int, help="untimed steps before the timed ones")
-    p.add_argument("--ragged", action="store_true", help="also measure random lengths in [1, T]")
+    p.add_argument("--ragged", action="store_true",
+                   help="also measure ragged batches (random lengths in [0.8 T, T])")
     p.add_argument("--quick", action="store_true", help="reduced grid (about a minute on 2 cores)")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
     p.add_argument("--profile", action="store_true", help="add a tagger training-step breakdown")

@@ -296,9 +296,16 @@ def test_fused_equals_layered_values_and_gradients(cell, num_layers, last):
 
 
 def test_auto_ragged_reverses_on_cpu_only():
+    cpu = torch.device("cpu")
     model = BiRNN(INPUT, 4, "lstm", 2, merge="sum")
-    assert model.use_reverse(torch.device("cpu"))
+    assert model.use_reverse(cpu)
     assert not model.use_reverse(torch.device("cuda"))
+    gru = BiRNN(INPUT, 4, "gru", 2, merge="sum")
+    mixed = BiRNN(INPUT, 4, ["gru", "lstm"], merge="sum")
+    assert gru.use_reverse(cpu) and mixed.use_reverse(cpu)
+    with torch.no_grad():  # inference: packed unless a layer is an LSTM
+        assert not gru.use_reverse(cpu)
+        assert mixed.use_reverse(cpu) and model.use_reverse(cpu)
     assert BiRNN(INPUT, 4, ragged="pack").use_reverse(torch.device("cpu")) is False
     assert BiRNN(INPUT, 4, ragged="reverse").use_reverse(torch.device("cuda")) is True
 
