@@ -24,9 +24,9 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 from birnn import BiRNN
-from birnn.encoder import birnn as encoder_module
 from birnn.cli.train import train
 from birnn.data import read_column_file
+from birnn.encoder import birnn as encoder_module
 from birnn.errors import ConfigError
 from birnn.models import TokenTagger
 from birnn.models.base import SequenceDropout
