@@ -35,8 +35,8 @@ test-gpu: $(STAMP)  ## run the CUDA tests (skipped without a CUDA device)
 lint: $(STAMP)  ## ruff
 	$(BIN)/ruff check src tests scripts train.py evaluate.py predict.py
 
-BENCH_ARGS ?= --quick
-bench: $(STAMP)  ## encoder benchmark (BENCH_ARGS=--quick: ~1 min) -> docs/benchmarks/
+BENCH_ARGS ?= --quick --ragged
+bench: $(STAMP)  ## encoder benchmark, full and length-bucketed batches (~2 min) -> docs/benchmarks/
 	$(BIN)/python scripts/benchmark.py $(BENCH_ARGS)
 
 clean:  ## remove run outputs and caches (keeps .venv)

@@ -518,6 +518,14 @@ def keras_records(cfgs: list[Config], args) -> list[dict]:
         print("--peer keras: `import keras` failed (not installed); skipping the Keras peer.")
         return []
     backend = keras.backend.backend()
+    if backend == "tensorflow":
+        # before TensorFlow runs its first op; 1 intra-op and 2 inter-op threads let it run the
+        # two directions of a layer at the same time, one per core (its best setting on 2 cores)
+        import tensorflow as tf
+        intra, inter = args.keras_threads
+        with contextlib.suppress(RuntimeError):  # already initialised: keep what it has
+            tf.config.threading.set_intra_op_parallelism_threads(intra)
+            tf.config.threading.set_inter_op_parallelism_threads(inter)
     seen, records = set(), []
     for cfg in cfgs:
         key = (cfg.cell, cfg.merge, cfg.layers, cfg.hidden)
@@ -531,7 +539,8 @@ def keras_records(cfgs: list[Config], args) -> list[dict]:
             rnn = rnn_cls(cfg.hidden, return_sequences=True)
             layers.append(keras.layers.Bidirectional(rnn, merge_mode=cfg.merge))
         model = keras.Sequential(layers)
-        model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.0), loss="mse")
+        model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.0), loss="mse",
+                      jit_compile=args.keras_jit)
         rng = np.random.default_rng(args.seed)
         x = rng.standard_normal((args.batch, args.seq, args.input), dtype=np.float32)
         y = np.zeros((args.batch, *model.output_shape[1:]), np.float32)
@@ -543,6 +552,30 @@ def keras_records(cfgs: list[Config], args) -> list[dict]:
         records.append(make_record(kcfg, "keras", timing, tokens, flops, None))
         print(f"  keras ({backend}) {kcfg.label()}: {records[-1]['train_tok_s']:,.0f} tok/s train")
     return records
+
+
+def add_keras_ratios(results: list[dict]) -> None:
+    """birnn's (impl=auto, full lengths) training tok/s over Keras' fp32 figure for the same
+    stack, set as `vs_keras` on the birnn rows of every precision."""
+    keras = {(r["cell"], r["merge"], r["layers"], r["hidden"]): r["train_tok_s"]
+             for r in results if r["impl"] == "keras"}
+    for r in results:
+        key = (r["cell"], r["merge"], r["layers"], r["hidden"])
+        if r.get("auto") and r["lengths"] == "full" and key in keras:
+            r["vs_keras"] = r["train_tok_s"] / keras[key]
+
+
+def keras_markdown(results: list[dict]) -> str:
+    rows = [r for r in results if "vs_keras" in r]
+    if not rows:
+        return ""
+    lines = ["| cell | merge | L | H | device | prec | birnn train tok/s | Keras fp32 tok/s "
+             "| birnn / Keras |", "|---|---|---:|---:|---|---|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['cell']} | {r['merge']} | {r['layers']} | {r['hidden']} "
+                     f"| {r['device']} | {r['precision']} | {r['train_tok_s']:,.0f} "
+                     f"| {r['train_tok_s'] / r['vs_keras']:,.0f} | {r['vs_keras']:.2f}x |")
+    return "\n".join(lines) + "\n"
 
 
 def _keras_timing(model, x, y, args) -> dict:
@@ -751,6 +784,11 @@ def write_outputs(out: Path, header: dict, results: list[dict], profiles: list[d
     (out / "results.json").write_text(json.dumps([header, *results, *profiles], indent=1) + "\n")
     table = markdown_table(header, results)
     text = "# Encoder benchmark\n\n" + table
+    peer = keras_markdown(results)
+    if peer:
+        text += ("\n## Against Keras\n\nTraining tokens/s of birnn (impl=auto) over Keras "
+                 "`Bidirectional` stacks (fp32), same shapes, full-length batches, same run.\n\n"
+                 + peer)
     if profiles:
         text += "\n## Tagger training step breakdown\n\n" + profile_markdown(profiles)
     (out / "results.md").write_text(text)
@@ -784,6 +822,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
     p.add_argument("--profile", action="store_true", help="add a tagger training-step breakdown")
     p.add_argument("--peer", choices=["keras"], help="also time Keras (if `import keras` works)")
+    p.add_argument("--keras-threads", default="1,2",
+                   help="TensorFlow intra-op,inter-op threads for the Keras peer (default 1,2)")
+    p.add_argument("--keras-jit", default="auto", choices=["auto", "true", "false"],
+                   help="Keras compile(jit_compile=...) for the peer")
     p.add_argument(
         "--threads",
         type=int,
@@ -801,6 +843,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.cells, args.merges = _csv(args.cells), _csv(args.merges)
     args.layers, args.hidden = _csv(args.layers, int), _csv(args.hidden, int)
     args.precisions = _csv(args.precisions)
+    args.keras_threads = tuple(_csv(args.keras_threads, int))
+    if len(args.keras_threads) != 2 or min(args.keras_threads) < 1:
+        p.error(f"--keras-threads: two counts >= 1, e.g. 1,2 (got {args.keras_threads})")
+    args.keras_jit = {"auto": "auto", "true": True, "false": False}[args.keras_jit]
     cuda = torch.cuda.is_available()
     args.devices = _csv(args.devices) if args.devices else ["cpu"] + (["cuda"] if cuda else [])
     for name, values, valid in (
@@ -927,6 +973,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.peer == "keras":
         results += keras_records(cfgs, args)
+        add_keras_ratios(results)
     profiles = profile_records(cfgs, args) if args.profile else []
     header["loadavg_after"] = _loadavg()
     header["probe_after"] = contention_probe(args.threads)

@@ -152,3 +152,31 @@ def test_cli_rejects_bad_axis(bench):
     args = bench.parse_args(["--quick"])
     assert args.cells == ["lstm", "gru"] and args.layers == [2] and args.hidden == [256]
     assert bench.parse_args(["--quick", "--hidden", "64"]).hidden == [64]  # flags beat presets
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--keras-threads", "2"])
+    assert bench.parse_args(["--keras-threads", "1,2"]).keras_threads == (1, 2)
+    assert bench.parse_args(["--keras-jit", "false"]).keras_jit is False
+
+
+def test_keras_ratios_pair_each_stack_with_its_keras_row(bench):
+    def row(impl, precision, tok_s, merge="sum", lengths="full", auto=None):
+        rec = {"impl": impl, "cell": "lstm", "merge": merge, "layers": 2, "hidden": 8,
+               "device": "cpu" if impl != "keras" else "keras:tensorflow",
+               "precision": precision, "lengths": lengths, "train_tok_s": tok_s}
+        if auto is not None:
+            rec["auto"] = auto
+        return rec
+
+    results = [
+        row("birnn-layered", "fp32", 300.0, auto=True),
+        row("birnn-layered", "bf16", 600.0, auto=True),
+        row("birnn-fused", "fp32", 900.0, auto=False),  # not what auto runs: no ratio
+        row("birnn-layered", "fp32", 250.0, lengths="ragged", auto=True),  # Keras: full only
+        row("birnn-layered", "fp32", 100.0, merge="mul", auto=True),  # no Keras row for mul
+        row("keras", "fp32", 200.0),
+    ]
+    bench.add_keras_ratios(results)
+    assert [r.get("vs_keras") for r in results] == [1.5, 3.0, None, None, None, None]
+    table = bench.keras_markdown(results)
+    assert "| 300 | 200 | 1.50x |" in table and "| 600 | 200 | 3.00x |" in table
+    assert len(table.strip().splitlines()) == 2 + 2
