@@ -166,8 +166,6 @@ def sync(device: torch.device) -> None:
 
 
 def merge_by_hand(forward: Tensor, backward: Tensor, mode: str) -> Tensor:
-    if mode == "concat":
-        return torch.cat([forward, backward], dim=-1)
     if mode == "sum":
         return forward + backward
     if mode == "mul":
@@ -192,7 +190,10 @@ class LayeredLoop(nn.Module):
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         for rnn in self.rnns:
             out, _ = rnn(x)
-            x = merge_by_hand(out[..., : self.hidden], out[..., self.hidden :], self.merge)
+            if self.merge == "concat":  # the module's output is already [forward ; backward]
+                x = out
+            else:
+                x = merge_by_hand(out[..., : self.hidden], out[..., self.hidden :], self.merge)
         return x
 
 

@@ -180,3 +180,25 @@ def test_keras_ratios_pair_each_stack_with_its_keras_row(bench):
     table = bench.keras_markdown(results)
     assert "| 300 | 200 | 1.50x |" in table and "| 600 | 200 | 3.00x |" in table
     assert len(table.strip().splitlines()) == 2 + 2
+
+
+@pytest.mark.parametrize("merge", ["concat", "sum", "mul", "ave"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "mixed"])
+def test_implementations_compute_the_same_stack(bench, cell, merge):
+    """Every implementation timed for a configuration is built from the same seed into the
+    same weights, so on a full-length batch they must give the same outputs (the ratios
+    compare equal work); on a ragged batch birnn's two strategies agree at real tokens."""
+    args = bench.parse_args(["--batch", "3", "--seq", "6", "--input", "5"])
+    for lengths in ("full", "ragged"):
+        cfg = bench.Config(cell, merge, 2, 4, "cpu", "fp32", lengths)
+        x, lens = bench.make_batch(cfg, args, bench.torch.device("cpu"))
+        outputs = {}
+        with bench.torch.no_grad():
+            for name, build in bench.candidates(cfg, args.input, seed=7).items():
+                outputs[name] = build().eval()(x, lens)
+        if lengths == "full":
+            assert {"birnn-layered", "layered-loop"} <= set(outputs)
+            for name, out in outputs.items():
+                bench.torch.testing.assert_close(out, outputs["layered-loop"], msg=name)
+        else:
+            bench.torch.testing.assert_close(outputs["birnn-layered"], outputs["birnn-packed"])

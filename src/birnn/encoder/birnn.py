@@ -389,8 +389,12 @@ class BiRNN(nn.Module):
                     data = dropout(data, self.dropout, self.training)
                 out, h_n = run(rnn, data)
                 hidden = self.hidden_sizes[k]
-                # (..., 2H) -> merged (..., H or 2H): row-wise, so it works on packed rows too
-                merged = merge_pair(out[..., :hidden], out[..., hidden:], self.merges[k])
+                # (..., 2H) -> merged (..., H or 2H): row-wise, so it works on packed rows too;
+                # the module's output already is the concatenation [forward ; backward]
+                if self.merges[k] == "concat":
+                    merged = out
+                else:
+                    merged = merge_pair(out[..., :hidden], out[..., hidden:], self.merges[k])
                 data = merged + data if self.residuals[k] else merged
         # the last layer's forward state at each last token, backward state at the first token
         final = merge_pair(h_n[-2], h_n[-1], self.merges[-1])
