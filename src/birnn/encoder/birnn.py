@@ -16,8 +16,8 @@ its batch. Two strategies give that (``ragged``):
   exact; the backward direction runs forward over each sequence reversed *within its length*
   (padding stays at the end) and its outputs are reversed back. On CPU this keeps PyTorch's
   oneDNN LSTM kernel (which does not take packed input) and bf16 autocast (which does not
-  cover the packed call): measured 3-4x the packed speed for a 1-layer LSTM with bucketed
-  lengths on 2 cores (``scripts/benchmark.py --ragged`` compares the two).
+  cover the packed call): 2.2-3.2x the packed training speed for 2-layer LSTM stacks with
+  bucketed lengths on 2 cores (``make bench``, which runs ``scripts/benchmark.py --ragged``).
   Padding positions are computed and then zeroed, so it pays off when batches are bucketed
   by length (the data module's default: about 3% padding on CoNLL-2003).
 
