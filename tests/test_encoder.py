@@ -608,3 +608,23 @@ def test_dropout_not_after_last_layer():
     x, lengths = batch_input()
     with torch.no_grad():
         torch.testing.assert_close(model(x, lengths)[0], model(x, lengths)[0])
+
+
+@pytest.mark.parametrize("ragged", RAGGED)
+@pytest.mark.parametrize("cells", [["lstm", "gru"], ["gru", "lstm", "rnn"]])
+def test_bf16_autocast_on_cpu_close_to_fp32(cells, ragged):
+    """Under CPU bf16 autocast an LSTM layer hands bf16 to the next layer while GRU/RNN layers
+    may not: every mix must run forward and backward and stay near the fp32 result (which the
+    tests above check against the reference)."""
+    model = BiRNN(INPUT, 8, cells, merge="sum", ragged=ragged)
+    x, lengths = batch_input()
+    want, want_final = model(x, lengths)
+    x16 = x.clone().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, got_final = model(x16, lengths)
+    torch.testing.assert_close(got.float(), want, atol=0.05, rtol=0)
+    torch.testing.assert_close(got_final.float(), want_final, atol=0.05, rtol=0)
+    got.float().sum().backward()
+    assert torch.isfinite(x16.grad).all() and x16.grad.abs().sum() > 0
+    for i, n in enumerate(lengths.tolist()):
+        assert torch.all(got[i, n:] == 0)
