@@ -354,12 +354,12 @@ class BiRNN(nn.Module):
             )
         ragged = not bool((lengths == total).all())
         fused = self.use_fused(x.device)
-        if ragged and not fused and self.use_reverse(x.device):
-            return self._forward_reversed(x, lengths)
-        # Pack only when lengths differ: a full batch runs on the padded tensor directly (same
-        # numbers; PyTorch's CPU GRU trains markedly slower on packed input).
+        reverse = ragged and not fused and self.use_reverse(x.device)
+        # Pack only when lengths differ and the reversal strategy is not taken: a full batch
+        # runs on the padded tensor directly (same numbers; PyTorch's CPU GRU trains markedly
+        # slower on packed input).
         packed = None
-        if ragged:
+        if ragged and not reverse:
             packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
 
         def run(module: nn.RNNBase, data: Tensor) -> tuple[Tensor, Tensor]:
@@ -370,32 +370,52 @@ class BiRNN(nn.Module):
 
         data = x if packed is None else packed.data
         locked = self.dropout_kind == "locked" and self.training and self.dropout > 0
-        seq = None
+        seq = index = None
         if locked and packed is not None:
             # row -> sequence index: packed rows are time-major over the sorted sequences
             sizes = packed.batch_sizes
             starts = torch.cumsum(sizes, 0) - sizes
             seq = (torch.arange(int(sizes.sum())) - starts.repeat_interleave(sizes)).to(x.device)
+        if reverse:
+            # position t of sequence b reads position lengths[b] - 1 - t; padding stays put
+            steps = torch.arange(total)
+            source = lengths.unsqueeze(1) - 1 - steps
+            source = torch.where(source >= 0, source, steps)
+            index = (source + total * torch.arange(batch).unsqueeze(1)).reshape(-1).to(x.device)
         if fused:
             data, h_n = run(self._fused_module(), data)  # (..., 2H)
             hidden = self.hidden_sizes[-1]
             if self.merges[-1] == "none":
                 data = (data[..., :hidden], data[..., hidden:])
         else:
-            for k, rnn in enumerate(self.layers):
+            for k, layer in enumerate(self.layers):
                 if k > 0 and locked:
                     data = data * locked_dropout_mask(data, self.dropout, seq, batch)
                 elif k > 0 and self.dropout > 0:
                     data = dropout(data, self.dropout, self.training)
-                out, h_n = run(rnn, data)
-                hidden = self.hidden_sizes[k]
-                # (..., 2H) -> merged (..., H or 2H): row-wise, so it works on packed rows too;
-                # the module's output already is the concatenation [forward ; backward]
-                if self.merges[k] == "concat":
-                    merged = out
+                if reverse:
+                    forward = run_direction(layer, self.cells[k], data, reverse=False)
+                    backward = ReverseWithin.apply(run_direction(
+                        layer, self.cells[k], ReverseWithin.apply(data, index), reverse=True),
+                        index)
                 else:
-                    merged = merge_pair(out[..., :hidden], out[..., hidden:], self.merges[k])
+                    # (..., 2H), row-wise, so the merge works on packed rows too
+                    out, h_n = run(layer, data)
+                    forward, backward = out.split(self.hidden_sizes[k], dim=-1)
+                if self.merges[k] == "concat" and not reverse:
+                    merged = out  # the module's output already is [forward ; backward]
+                else:
+                    merged = merge_pair(forward, backward, self.merges[k])
                 data = merged + data if self.residuals[k] else merged
+        if reverse:
+            # the forward output at each last token, the backward output at the first token
+            last = (lengths - 1).to(x.device)
+            final = merge_pair(forward[torch.arange(batch, device=x.device), last],
+                               backward[:, 0], self.merges[-1])
+            padding = (torch.arange(total) >= lengths.unsqueeze(1)).unsqueeze(-1).to(x.device)
+            if isinstance(data, tuple):
+                return tuple(d.masked_fill(padding, 0) for d in data), final
+            return data.masked_fill(padding, 0), final
         # the last layer's forward state at each last token, backward state at the first token
         final = merge_pair(h_n[-2], h_n[-1], self.merges[-1])
         if packed is None:
@@ -403,36 +423,6 @@ class BiRNN(nn.Module):
         if isinstance(data, tuple):
             return tuple(self._pad(packed, d, total) for d in data), final
         return self._pad(packed, data, total), final
-
-    def _forward_reversed(self, x: Tensor, lengths: Tensor) -> tuple[Merged, Merged]:
-        """`forward` for a ragged batch, run padded (the ``reverse`` strategy)."""
-        batch, total = x.shape[:2]
-        steps = torch.arange(total)
-        # position t of sequence b reads position lengths[b] - 1 - t; padding stays in place
-        source = lengths.unsqueeze(1) - 1 - steps
-        source = torch.where(source >= 0, source, steps)
-        index = (source + total * torch.arange(batch).unsqueeze(1)).reshape(-1).to(x.device)
-        locked = self.dropout_kind == "locked" and self.training and self.dropout > 0
-        data = x
-        for k, layer in enumerate(self.layers):
-            if k > 0 and locked:
-                data = data * locked_dropout_mask(data, self.dropout)
-            elif k > 0 and self.dropout > 0:
-                data = dropout(data, self.dropout, self.training)
-            forward = run_direction(layer, self.cells[k], data, reverse=False)
-            backward = run_direction(
-                layer, self.cells[k], ReverseWithin.apply(data, index), reverse=True)
-            backward = ReverseWithin.apply(backward, index)
-            merged = merge_pair(forward, backward, self.merges[k])
-            data = merged + data if self.residuals[k] else merged
-        # the forward state at each last token, the backward state at the first token
-        last = (lengths - 1).to(x.device)
-        final = merge_pair(forward[torch.arange(batch, device=x.device), last],
-                           backward[:, 0], self.merges[-1])
-        padding = (steps >= lengths.unsqueeze(1)).unsqueeze(-1).to(x.device)
-        if isinstance(data, tuple):
-            return tuple(d.masked_fill(padding, 0) for d in data), final
-        return data.masked_fill(padding, 0), final
 
     @staticmethod
     def _pad(packed: PackedSequence, data: Tensor, total: int) -> Tensor:
