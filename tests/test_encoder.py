@@ -266,33 +266,41 @@ def scalar_loss(outputs, final, weights):
     return sum((p * w).sum() for p, w in zip(parts, weights, strict=True))
 
 
+def assert_same_values_and_gradients(a, b, x, lengths, close=None):
+    """Run `a` and `b` forward and backward on copies of `x` with one loss that weights every
+    output and final-state element differently; assert equal outputs, final states, input
+    gradients and parameter gradients (every parameter gets one). `close(got, expected)`
+    compares (default: `assert_close`). Returns `b`'s outputs and input gradient."""
+    close = close or assert_close
+    x_a = x.clone().requires_grad_(True)
+    x_b = x.clone().requires_grad_(True)
+    out_a, final_a = a(x_a, lengths)
+    out_b, final_b = b(x_b, lengths)
+    close(out_b, out_a)
+    close(final_b, final_a)
+    weights = [torch.randn_like(p) for p in as_tuple(out_a) + as_tuple(final_a)]
+    scalar_loss(out_a, final_a, weights).backward()
+    scalar_loss(out_b, final_b, weights).backward()
+    assert x_a.grad.abs().sum() > 0
+    close(x_b.grad, x_a.grad)
+    grads_b = dict(b.named_parameters())
+    for name, p in a.named_parameters():
+        assert p.grad is not None and grads_b[name].grad is not None, name
+        assert p.grad.abs().sum() > 0, name
+        close(grads_b[name].grad, p.grad)
+    return out_b, x_b.grad
+
+
 @pytest.mark.parametrize(("cell", "num_layers", "last"), FUSABLE)
 def test_fused_equals_layered_values_and_gradients(cell, num_layers, last):
     merges = ["concat"] * (num_layers - 1) + [last]
     layered = BiRNN(INPUT, 4, cell, num_layers, merge=merges, impl="layered")
     fused = twin(layered, "fused")
     x, lengths = batch_input()
-    x_l = x.clone().requires_grad_(True)
-    x_f = x.clone().requires_grad_(True)
-    out_l, final_l = layered(x_l, lengths)
-    out_f, final_f = fused(x_f, lengths)
-
-    assert_close(out_f, out_l)
-    assert_close(final_f, final_l)
-
-    weights = [torch.randn_like(p) for p in as_tuple(out_l) + as_tuple(final_l)]
-    scalar_loss(out_l, final_l, weights).backward()
-    scalar_loss(out_f, final_f, weights).backward()
-
-    assert x_l.grad.abs().sum() > 0
-    torch.testing.assert_close(x_f.grad, x_l.grad, atol=ATOL, rtol=0)
-    grads_f = dict(fused.named_parameters())
-    for name, p in layered.named_parameters():
-        assert p.grad is not None and grads_f[name].grad is not None, name
-        torch.testing.assert_close(grads_f[name].grad, p.grad, atol=ATOL, rtol=0, msg=name)
+    _, x_grad = assert_same_values_and_gradients(layered, fused, x, lengths)
     # padded positions of the input get no gradient
     for i, n in enumerate(lengths.tolist()):
-        assert torch.all(x_f.grad[i, n:] == 0)
+        assert torch.all(x_grad[i, n:] == 0)
 
 
 def test_auto_ragged_reverses_on_cpu_only():
@@ -324,22 +332,9 @@ def test_reverse_equals_pack_values_and_gradients(cells, merges, residual):
     packed = BiRNN(INPUT, 4, cells, merge=merges, residual=residual, ragged="pack")
     reverse = twin(packed, "layered", ragged="reverse")
     x, lengths = batch_input()
-    x_p = x.clone().requires_grad_(True)
-    x_r = x.clone().requires_grad_(True)
-    out_p, final_p = packed(x_p, lengths)
-    out_r, final_r = reverse(x_r, lengths)
-    assert_close(out_r, out_p)
-    assert_close(final_r, final_p)
-    weights = [torch.randn_like(p) for p in as_tuple(out_p) + as_tuple(final_p)]
-    scalar_loss(out_p, final_p, weights).backward()
-    scalar_loss(out_r, final_r, weights).backward()
-    assert x_p.grad.abs().sum() > 0
-    torch.testing.assert_close(x_r.grad, x_p.grad, atol=ATOL, rtol=0)
-    grads_r = dict(reverse.named_parameters())
-    for name, p in packed.named_parameters():
-        torch.testing.assert_close(grads_r[name].grad, p.grad, atol=ATOL, rtol=0, msg=name)
+    _, x_grad = assert_same_values_and_gradients(packed, reverse, x, lengths)
     for i, n in enumerate(lengths.tolist()):
-        assert torch.all(x_r.grad[i, n:] == 0)
+        assert torch.all(x_grad[i, n:] == 0)
 
 
 @pytest.mark.parametrize("layer_index", [0, 1, 2])
