@@ -33,7 +33,9 @@ Implementations per configuration:
   timed again: the implementation it picks is marked ``auto`` in the tables. With ragged
   lengths ``birnn-layered`` takes ``ragged="auto"`` (on CPU: padded, the backward direction
   reversed within each length), and ``birnn-packed`` is the same stack with ``ragged="pack"``
-  (PyTorch's ``PackedSequence``), to show what the choice is worth.
+  (PyTorch's ``PackedSequence``), to show what the choice is worth. Stacks with GRU layers
+  add ``birnn-torch-gru``, the same stack with ``gru="torch"`` (PyTorch's GRU recurrence
+  instead of `birnn.encoder.gru`'s, which ``gru="auto"`` takes on CPU).
 - ``layered-loop``: the simplest hand-written stack, a list of single-layer bidirectional
   ``nn.LSTM/GRU`` modules with the merge done by hand on padded tensors (no packing).
 - ``torch-fused``: ``nn.LSTM/GRU(num_layers=L, bidirectional=True, batch_first=True)`` on the
@@ -109,8 +111,8 @@ QUICK_GRID = {
     "warmup": 2,
 }
 CONTENTION_FACTOR = 10  # multi-thread probe this many times slower than 1 thread: contended
-IMPL_ORDER = ("birnn-layered", "birnn-packed", "birnn-fused", "layered-loop", "torch-fused",
-              "keras")
+IMPL_ORDER = ("birnn-layered", "birnn-packed", "birnn-torch-gru", "birnn-fused", "layered-loop",
+              "torch-fused", "keras")
 RAGGED_MIN = 0.8  # ragged batches: lengths uniform in [RAGGED_MIN * T, T]
 
 
@@ -232,17 +234,19 @@ def candidates(cfg: Config, input_size: int, seed: int) -> dict[str, Callable[[]
 
         return make
 
-    def birnn(impl: str, ragged: str = "auto") -> Callable[[], nn.Module]:
+    def birnn(impl: str, ragged: str = "auto", gru: str = "auto") -> Callable[[], nn.Module]:
         return seeded(
             lambda: BiRNNOutputs(
                 BiRNN(input_size, cfg.hidden, cells, cfg.layers, cfg.merge, impl=impl,
-                      ragged=ragged)
+                      ragged=ragged, gru=gru)
             )
         )
 
     builders = {"birnn-layered": birnn("layered")}
     if cfg.lengths == "ragged":
         builders["birnn-packed"] = birnn("layered", ragged="pack")
+    if "gru" in cells:
+        builders["birnn-torch-gru"] = birnn("layered", gru="torch")
     if len(set(cells)) == 1 and cfg.merge == "concat":
         builders["birnn-fused"] = birnn("fused")
     builders["layered-loop"] = seeded(lambda: LayeredLoop(input_size, cfg.hidden, cells, cfg.merge))

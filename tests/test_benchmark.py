@@ -107,6 +107,8 @@ def test_impls_and_ratios(run):
         expected = {"birnn-layered", "layered-loop"}
         if impls["birnn-layered"]["lengths"] == "ragged":
             expected.add("birnn-packed")
+        if cell != "lstm":  # a GRU layer: also the stack with PyTorch's GRU recurrence
+            expected.add("birnn-torch-gru")
         if fused_applies:
             expected |= {"birnn-fused", "torch-fused"}
         assert set(impls) == expected

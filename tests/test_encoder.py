@@ -140,8 +140,9 @@ def batch_input(lengths=LENGTHS, total=T, width=INPUT):
     return torch.randn(len(lengths), total, width), torch.tensor(lengths)
 
 
-def twin(model, impl, ragged=None):
-    """A BiRNN with the same config and weights as `model` but another impl (or ragged)."""
+def twin(model, impl, ragged=None, gru=None):
+    """A BiRNN with the same config and weights as `model` but another impl (or ragged, or
+    GRU recurrence)."""
     other = BiRNN(
         model.input_size,
         model.hidden_sizes,
@@ -151,6 +152,7 @@ def twin(model, impl, ragged=None):
         impl=impl,
         residual=any(model.residuals),
         ragged=ragged or model.ragged,
+        gru=gru or model.gru,
     )
     other.load_state_dict(model.state_dict())
     return other.train(model.training)

@@ -48,12 +48,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from birnn.encoder.gru import GRURecurrence, Linear
 from birnn.errors import ConfigError
 
 CELLS: dict[str, type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 MERGES = ("concat", "sum", "mul", "ave", "none")
 IMPLS = ("auto", "fused", "layered")
 RAGGED = ("auto", "pack", "reverse")
+GRUS = ("auto", "torch", "birnn")
 INITS = ("default", "orthogonal")
 DROPOUT_KINDS = ("standard", "locked")
 
@@ -64,6 +66,8 @@ AUTO_FUSED_DEVICES = frozenset({"cuda"})
 # Devices on which `ragged="auto"` runs variable-length batches padded, with the backward
 # direction reversed within each length, instead of packed (see the module docstring).
 AUTO_REVERSE_DEVICES = frozenset({"cpu"})
+# Devices on which `gru="auto"` runs GRU layers with `birnn.encoder.gru`'s recurrence.
+AUTO_BIRNN_GRU_DEVICES = frozenset({"cpu"})
 
 # The functional RNN ops behind nn.LSTM/GRU/RNN, called with one direction's weights.
 _RNN_OPS = {"lstm": torch._VF.lstm, "gru": torch._VF.gru, "rnn": torch._VF.rnn_tanh}
@@ -125,6 +129,12 @@ class BiRNN(nn.Module):
         ragged: how the layer-by-layer stack runs a batch of unequal lengths: ``"auto"``,
             ``"pack"`` or ``"reverse"`` (see the module docstring). Same outputs either way;
             the fused module always packs.
+        gru: the recurrence of GRU layers in the layer-by-layer stack: ``"torch"``
+            (``nn.GRU``'s), ``"birnn"`` (`birnn.encoder.gru`: both directions in one loop, a
+            hand-written backward pass, oneDNN matmuls on CPU; it runs the batch padded, as
+            ``ragged="reverse"`` does), or ``"auto"``: ``birnn`` on CPU
+            (``AUTO_BIRNN_GRU_DEVICES``) unless ``ragged="pack"``, ``torch`` elsewhere. Same
+            outputs either way.
         residual: add each layer's input to its merged output wherever the two have the same
             width (layers after the first; e.g. every layer of a ``sum`` stack of equal width,
             or a ``concat`` stack from the second layer on). An error when no layer qualifies.
@@ -155,6 +165,7 @@ class BiRNN(nn.Module):
         init: str = "default",
         forget_bias: float | None = None,
         ragged: str = "auto",
+        gru: str = "auto",
     ):
         super().__init__()
         lengths = {n for n in map(_list_length, (hidden_size, cell, merge)) if n is not None}
@@ -184,6 +195,11 @@ class BiRNN(nn.Module):
             raise ConfigError(f"impl: unknown {impl!r} (valid: {', '.join(IMPLS)})")
         if ragged not in RAGGED:
             raise ConfigError(f"ragged: unknown {ragged!r} (valid: {', '.join(RAGGED)})")
+        if gru not in GRUS:
+            raise ConfigError(f"gru: unknown {gru!r} (valid: {', '.join(GRUS)})")
+        if gru == "birnn" and ragged == "pack":
+            raise ConfigError("gru: 'birnn' runs batches padded, which ragged='pack' rules out; "
+                              "use ragged=auto or ragged=reverse, or gru=torch")
         if dropout_kind not in DROPOUT_KINDS:
             raise ConfigError(
                 f"dropout_kind: unknown {dropout_kind!r} (valid: {', '.join(DROPOUT_KINDS)})")
@@ -201,6 +217,7 @@ class BiRNN(nn.Module):
         self.dropout = float(dropout)
         self.impl = impl
         self.ragged = ragged
+        self.gru = gru
 
         self.dropout_kind = dropout_kind
 
@@ -301,6 +318,15 @@ class BiRNN(nn.Module):
         # or with an LSTM layer (oneDNN), the padded run is faster (scripts/benchmark.py).
         return torch.is_grad_enabled() or "lstm" in self.cells
 
+    def use_birnn_gru(self, device: torch.device) -> bool:
+        """Whether the layer-by-layer stack runs its GRU layers with `birnn.encoder.gru`."""
+        if "gru" not in self.cells or self.gru == "torch":
+            return False
+        if self.gru == "birnn":
+            return True
+        # an explicit ragged="pack" keeps PyTorch's GRU, which takes packed batches
+        return device.type in AUTO_BIRNN_GRU_DEVICES and self.ragged != "pack"
+
     def _fused_module(self) -> nn.RNNBase:
         """The fused module, pointing at the current per-layer parameters.
 
@@ -354,7 +380,9 @@ class BiRNN(nn.Module):
             )
         ragged = not bool((lengths == total).all())
         fused = self.use_fused(x.device)
-        reverse = ragged and not fused and self.use_reverse(x.device)
+        birnn_gru = not fused and self.use_birnn_gru(x.device)
+        # birnn's GRU runs padded (full batches too): the reversal strategy for every layer
+        reverse = not fused and (birnn_gru or (ragged and self.use_reverse(x.device)))
         # Pack only when lengths differ and the reversal strategy is not taken: a full batch
         # runs on the padded tensor directly (same numbers; PyTorch's CPU GRU trains markedly
         # slower on packed input).
@@ -393,7 +421,9 @@ class BiRNN(nn.Module):
                     data = data * locked_dropout_mask(data, self.dropout, seq, batch)
                 elif k > 0 and self.dropout > 0:
                     data = dropout(data, self.dropout, self.training)
-                if reverse:
+                if reverse and birnn_gru and self.cells[k] == "gru":
+                    forward, backward = bigru(layer, data, index)
+                elif reverse:
                     forward = run_direction(layer, self.cells[k], data, reverse=False)
                     backward = ReverseWithin.apply(run_direction(
                         layer, self.cells[k], ReverseWithin.apply(data, index), reverse=True),
@@ -458,6 +488,34 @@ def run_direction(layer: nn.RNNBase, cell: str, data: Tensor, reverse: bool) -> 
     if cell == "lstm":
         return _RNN_OPS[cell](data, (h0, h0), *args)[0]
     return _RNN_OPS[cell](data, h0, *args)[0]
+
+
+def bigru(layer: nn.GRU, data: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
+    """Both directions of a single-layer bidirectional `nn.GRU` over padded `data` (B, T, W)
+    with `birnn.encoder.gru`'s recurrence: forward and backward outputs (B, T, H), each
+    direction from a zero state; the backward direction runs over each sequence reversed
+    within its length (`index`, as `ReverseWithin` takes it).
+
+    Under autocast the matmuls run in the autocast dtype and the recurrence's state and gates
+    in the weights' dtype; the outputs have the weights' dtype.
+    """
+    batch, steps = data.shape[:2]
+    hidden = layer.hidden_size
+    device = data.device.type
+    mm_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) \
+        else data.dtype
+    weight_ih = torch.cat([layer.weight_ih_l0, layer.weight_ih_l0_reverse]).to(mm_dtype)
+    bias_ih = torch.cat([layer.bias_ih_l0, layer.bias_ih_l0_reverse]).to(mm_dtype)
+    # (B, T, 6H): both directions' input gates at every time step in one matmul
+    gates = Linear.apply(data.reshape(-1, data.size(-1)).to(mm_dtype), weight_ih, bias_ih)
+    forward, backward = gates.view(batch, steps, -1).split(3 * hidden, -1)
+    gates = torch.stack([forward, ReverseWithin.apply(backward, index)], 2)  # (B, T, 2, 3H)
+    weight_hh = torch.stack([layer.weight_hh_l0, layer.weight_hh_l0_reverse])
+    bias_hh = torch.stack([layer.bias_hh_l0, layer.bias_hh_l0_reverse])
+    with torch.autocast(device, enabled=False):
+        out = GRURecurrence.apply(gates.permute(1, 2, 0, 3).contiguous(), weight_hh, bias_hh,
+                                  mm_dtype)  # (T, 2, B, H)
+    return out[:, 0].transpose(0, 1), ReverseWithin.apply(out[:, 1].transpose(0, 1), index)
 
 
 class ReverseWithin(torch.autograd.Function):

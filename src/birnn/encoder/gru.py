@@ -1,0 +1,158 @@
+"""A GRU recurrence with a hand-written backward pass, for CPU training.
+
+PyTorch's CPU GRU has no fused kernel: `torch._VF.gru` runs a few small ops per time step
+under autograd, and its backward pass walks that graph op by op, computing the recurrent
+weight gradient one time step at a time. `gru_recurrence` runs the same recurrence for
+several independent directions at once (one batched matmul and a handful of element-wise ops
+per time step for all of them), keeps the gate values it needs, and computes the backward
+pass in one reverse loop of its own; the weight gradient is then one batched matmul over all
+time steps. The input projections are not part of it: the caller computes them for every time
+step with one matmul beforehand (`birnn.encoder.birnn.bigru`).
+
+The equations are `nn.GRU`'s (gate order r, z, n in the weight rows):
+
+    r = sigmoid(W_ir x + b_ir + W_hr h + b_hr)
+    z = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
+    n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
+    h' = (1 - z) * n + z * h = n + z * (h - n)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def _onednn(x: Tensor) -> bool:
+    """Whether `x` can go through oneDNN's matmul (fp32 or bf16 on CPU)."""
+    return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16)
+            and torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """`x @ weight.T + bias` for 2-D `x` on CPU through oneDNN, else `F.linear`.
+
+    On these AMD CPUs PyTorch's fp32 matmul (MKL) ran at about half of oneDNN's speed at
+    every shape the encoder uses (``scripts/benchmark.py`` prints both matmul rates).
+    `weight` may be a transposed view or a weight packed by `pack`.
+    """
+    if _onednn(x):
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+    return F.linear(x, weight, bias)
+
+
+def pack(weight: Tensor, rows: int) -> Tensor:
+    """`weight` (N, K) in oneDNN's layout for `linear` with inputs of `rows` rows (CPU)."""
+    if _onednn(weight):
+        return torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), rows)
+    return weight
+
+
+class Linear(torch.autograd.Function):
+    """`linear` with its backward pass through `linear` too (2-D `x`)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return linear(x, weight, bias)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        x, weight = ctx.saved_tensors
+        grad = grad.contiguous()
+        d_x = linear(grad, weight.t()) if ctx.needs_input_grad[0] else None
+        d_weight = linear(grad.t(), x.t()) if ctx.needs_input_grad[1] else None
+        d_bias = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return d_x, d_weight, d_bias
+
+
+def _tanh_(x: Tensor) -> Tensor:
+    # tanh(x) = 2 sigmoid(2x) - 1, in place: PyTorch's CPU tanh measured 8x slower than its
+    # sigmoid at these sizes (36 vs 4 microseconds for 2 x 32 x 256 floats)
+    return x.mul_(2).sigmoid_().mul_(2).sub_(1)
+
+
+class GRURecurrence(torch.autograd.Function):
+    """Input gates (T, D, B, 3H), recurrent weights (D, 3H, H) and biases (D, 3H) -> the
+    hidden states (T, D, B, H) of D independent GRUs started from zero.
+
+    The state and the gates are kept in the weights' dtype; the matmuls run in `mm_dtype`
+    (bf16 under autocast, as PyTorch's autocast runs matmuls).
+    """
+
+    @staticmethod
+    def forward(ctx, gates_in: Tensor, weight_hh: Tensor, bias_hh: Tensor,
+                mm_dtype: torch.dtype) -> Tensor:
+        steps, dirs, batch, width = gates_in.shape
+        hidden = width // 3
+        dtype = weight_hh.dtype
+        cast = mm_dtype != dtype
+        packed = [pack(w.to(mm_dtype), batch) for w in weight_hh]
+        bias = bias_hh.to(mm_dtype)
+        out = weight_hh.new_empty(steps, dirs, batch, hidden)
+        rz = weight_hh.new_empty(steps, dirs, batch, 2 * hidden)  # sigmoid(r), sigmoid(z)
+        n = weight_hh.new_empty(steps, dirs, batch, hidden)  # tanh(...)
+        gh = weight_hh.new_empty(steps, dirs, batch, width)  # W_h h + b_h
+        h = weight_hh.new_zeros(dirs, batch, hidden)
+        for t in range(steps):
+            g, r_z, n_t = gh[t], rz[t], n[t]
+            h_mm = h.to(mm_dtype) if cast else h
+            torch.stack([linear(h_mm[k], packed[k], bias[k]) for k in range(dirs)], out=g)
+            torch.add(gates_in[t, :, :, :2 * hidden], g[..., :2 * hidden], out=r_z).sigmoid_()
+            _tanh_(torch.addcmul(gates_in[t, :, :, 2 * hidden:], r_z[..., :hidden],
+                                 g[..., 2 * hidden:], out=n_t))
+            h = torch.lerp(n_t, h, r_z[..., hidden:], out=out[t])
+        ctx.save_for_backward(weight_hh, out, rz, n, gh)
+        ctx.mm_dtype, ctx.in_dtype = mm_dtype, gates_in.dtype
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: Tensor):
+        weight_hh, out, rz, n, gh = ctx.saved_tensors
+        mm_dtype = ctx.mm_dtype
+        cast = mm_dtype != out.dtype
+        steps, dirs, batch, hidden = out.shape
+        grad_out = grad_out.to(out.dtype).contiguous()
+        packed = [pack(w.t().to(mm_dtype), batch) for w in weight_hh]  # d gates -> d h
+        # d loss / d (recurrent gate pre-activations) [r, z, n], and d loss / d n's
+        # pre-activation (the input gates' gradient: r and z as the recurrent ones)
+        d_hh = out.new_empty(steps, dirs, batch, 3 * hidden)
+        d_n = out.new_empty(steps, dirs, batch, hidden)
+        dh = torch.zeros_like(out[0])
+        zero = torch.zeros_like(out[0])
+        one_minus = out.new_empty(dirs, batch, hidden)
+        for t in range(steps - 1, -1, -1):
+            dh = dh + grad_out[t]
+            r, z = rz[t, ..., :hidden], rz[t, ..., hidden:]
+            n_t = n[t]
+            h_prev = out[t - 1] if t > 0 else zero
+            d = d_hh[t]
+            dr, dz, dn = d[..., :hidden], d[..., hidden:2 * hidden], d_n[t]
+            # dn = dh * (1 - z) * (1 - n^2)
+            torch.neg(z, out=one_minus).add_(1)
+            torch.mul(dh, one_minus, out=dn)
+            torch.addcmul(dn, dn, n_t * n_t, value=-1, out=dn)
+            # dz = dh * (h_prev - n) * z * (1 - z)
+            torch.sub(h_prev, n_t, out=dz)
+            dz.mul_(dh).mul_(z).mul_(one_minus)
+            # d(W_hn h + b_hn) = dn * r; dr = dn * (W_hn h + b_hn) * r * (1 - r)
+            torch.mul(dn, r, out=d[..., 2 * hidden:])
+            torch.mul(dn, gh[t, ..., 2 * hidden:], out=dr)
+            dr.mul_(r).sub_(dr * r)
+            # dh_prev = dh * z + d_hh @ W_hh
+            d_mm = d.to(mm_dtype) if cast else d
+            dh = torch.stack([linear(d_mm[k], packed[k]) for k in range(dirs)]).add_(dh * z)
+        d_in = torch.cat([d_hh[..., :2 * hidden], d_n], -1).to(ctx.in_dtype)  # (T, D, B, 3H)
+        h_prev = torch.cat([zero.unsqueeze(0), out[:-1]], 0).to(mm_dtype)  # (T, D, B, H)
+        d_mm = d_hh.to(mm_dtype)
+        # sums over time steps and the batch: (3H, T*B) @ (T*B, H) per direction
+        d_weight = torch.stack([
+            linear(d_mm[:, k].reshape(-1, 3 * hidden).t(), h_prev[:, k].reshape(-1, hidden).t())
+            for k in range(dirs)]).to(weight_hh.dtype)
+        d_bias = d_hh.sum((0, 2))
+        return d_in, d_weight, d_bias, None

@@ -1,0 +1,139 @@
+"""birnn's GRU recurrence (`birnn.encoder.gru`, `encoder.gru=birnn`) against PyTorch's GRU.
+
+`test_encoder.py` checks every stack against a reference built from PyTorch modules with the
+default `gru=auto` (on CPU: birnn's recurrence unless `ragged=pack`); here the two recurrences
+are compared directly, gradients included, and the pieces on their own.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from test_encoder import INPUT, assert_close, assert_same_values_and_gradients, batch_input, twin
+
+from birnn import BiRNN
+from birnn.encoder.gru import GRURecurrence, Linear
+from birnn.errors import ConfigError
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def test_recurrence_gradients_match_finite_differences():
+    """The hand-written backward pass against numerical differentiation (float64)."""
+    steps, dirs, batch, hidden = 4, 2, 3, 3
+    gates = torch.randn(steps, dirs, batch, 3 * hidden, dtype=torch.double, requires_grad=True)
+    weight = torch.randn(dirs, 3 * hidden, hidden, dtype=torch.double, requires_grad=True)
+    bias = torch.randn(dirs, 3 * hidden, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda g, w, b: GRURecurrence.apply(g, w, b, torch.double), (gates, weight, bias))
+
+
+def test_recurrence_matches_gru_cell():
+    """Each direction's states equal `torch.nn.GRUCell` stepped by hand from zero."""
+    steps, dirs, batch, hidden, width = 5, 2, 3, 4, 6
+    cells = [torch.nn.GRUCell(width, hidden) for _ in range(dirs)]
+    x = torch.randn(steps, batch, width)
+    gates = torch.stack([F.linear(x, c.weight_ih, c.bias_ih) for c in cells], 1)
+    with torch.no_grad():
+        got = GRURecurrence.apply(gates, torch.stack([c.weight_hh for c in cells]),
+                                  torch.stack([c.bias_hh for c in cells]), torch.float32)
+        for k, cell in enumerate(cells):
+            h = torch.zeros(batch, hidden)
+            for t in range(steps):
+                h = cell(x[t], h)
+                torch.testing.assert_close(got[t, k], h, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_linear_equals_f_linear(transposed):
+    """oneDNN's matmul (the CPU path of `Linear`): values and all three gradients."""
+    x = torch.randn(7, 5, requires_grad=True)
+    weight = torch.randn(5, 6).t() if transposed else torch.randn(6, 5)
+    weight.requires_grad_(True)
+    bias = torch.randn(6, requires_grad=True)
+    grad = torch.randn(7, 6)
+    want = F.linear(x, weight, bias)
+    want_grads = torch.autograd.grad(want, (x, weight, bias), grad)
+    got = Linear.apply(x, weight, bias)
+    got_grads = torch.autograd.grad(got, (x, weight, bias), grad)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    for g, w in zip(got_grads, want_grads, strict=True):
+        torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-5)
+
+
+STACKS = [
+    (["gru"], ["concat"], False),
+    (["gru", "gru"], ["concat", "none"], False),
+    (["gru", "gru", "gru"], ["sum", "mul", "ave"], True),
+    (["lstm", "gru", "rnn"], ["sum", "concat", "ave"], False),
+]
+
+
+@pytest.mark.parametrize("full", [False, True])
+@pytest.mark.parametrize(("cells", "merges", "residual"), STACKS)
+def test_birnn_gru_equals_torch_gru_values_and_gradients(cells, merges, residual, full):
+    torch_gru = BiRNN(INPUT, 4, cells, merge=merges, residual=residual, dropout=0.0,
+                      gru="torch")
+    birnn_gru = twin(torch_gru, "layered", gru="birnn")
+    x, lengths = batch_input()
+    if full:
+        lengths = torch.full_like(lengths, x.size(1))
+    _, x_grad = assert_same_values_and_gradients(torch_gru, birnn_gru, x, lengths)
+    for i, n in enumerate(lengths.tolist()):
+        assert torch.all(x_grad[i, n:] == 0)
+
+
+def test_birnn_gru_at_training_sizes():
+    """A batch of realistic width (oneDNN picks other kernels than for tiny matrices)."""
+    torch_gru = BiRNN(40, 64, "gru", 2, merge="concat", gru="torch")
+    birnn_gru = twin(torch_gru, "layered", gru="birnn")
+    x = torch.randn(16, 25, 40)
+    lengths = torch.randint(15, 26, (16,))
+
+    def close(got, want):
+        assert_close(got, want, atol=1e-4)
+
+    assert_same_values_and_gradients(torch_gru, birnn_gru, x, lengths, close)
+
+
+def test_bf16_autocast_close_to_torch_fp32():
+    """Under CPU bf16 autocast the matmuls run in bf16 and the state in fp32: outputs and
+    gradients stay near PyTorch's fp32 GRU."""
+    torch_gru = BiRNN(INPUT, 8, "gru", 2, merge="sum", gru="torch")
+    birnn_gru = twin(torch_gru, "layered", gru="birnn")
+    x, lengths = batch_input()
+    want, _ = torch_gru(x, lengths)
+    want.sum().backward()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, _ = birnn_gru(x, lengths)
+    assert got.dtype == torch.float32  # the state's dtype: the weights'
+    torch.testing.assert_close(got, want, atol=0.03, rtol=0)
+    got.sum().backward()
+    for (name, a), b in zip(torch_gru.named_parameters(), birnn_gru.parameters(), strict=True):
+        scale = a.grad.abs().max()
+        torch.testing.assert_close(b.grad / scale, a.grad / scale, atol=0.03, rtol=0,
+                                   msg=name)
+
+
+def test_auto_takes_birnn_gru_on_cpu_unless_packing():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert BiRNN(INPUT, 4, "gru").use_birnn_gru(cpu)
+    assert BiRNN(INPUT, 4, ["lstm", "gru"]).use_birnn_gru(cpu)
+    assert not BiRNN(INPUT, 4, "gru").use_birnn_gru(cuda)
+    assert not BiRNN(INPUT, 4, "lstm").use_birnn_gru(cpu)  # no GRU layer
+    assert not BiRNN(INPUT, 4, "gru", ragged="pack").use_birnn_gru(cpu)
+    assert not BiRNN(INPUT, 4, "gru", gru="torch").use_birnn_gru(cpu)
+    assert BiRNN(INPUT, 4, "gru", gru="birnn").use_birnn_gru(cuda)
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"gru": "fast"}, "gru: unknown 'fast'"),
+    ({"gru": "birnn", "ragged": "pack"}, "ragged='pack'"),
+])
+def test_bad_gru_option(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        BiRNN(INPUT, 4, "gru", **kwargs)
