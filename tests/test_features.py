@@ -12,7 +12,7 @@ from birnn.cli.evaluate import evaluate
 from birnn.cli.predict import Predictor
 from birnn.cli.train import train
 from birnn.data import TaggingDataModule, read_column_file
-from birnn.data.vocab import UNK, word_shape
+from birnn.data.vocab import UNK, Vocab, word_shape
 from birnn.errors import ConfigError
 from birnn.models import TokenTagger
 
@@ -25,6 +25,7 @@ TINY = ("encoder.hidden_size=16", "model.embedding_dim=16", "model.char.dim=8",
     ["model.char.kind=birnn"],
     ["model.casing=true"],
     ["model.word_dropout=0.1"],
+    ["model.rare_word_dropout=0.5"],
     ["model.head=crf", "model.char.kind=birnn", "model.casing=true", "model.word_dropout=0.1",
      "encoder.merge=[concat,none]"],
 ])
@@ -86,6 +87,52 @@ def test_word_dropout_only_in_training():
     assert 0 < replaced.float().mean() < 1  # about half the words are <unk> in training
     with pytest.raises(ConfigError, match="word_dropout"):
         TokenTagger(50, ["O"], {"hidden_size": 8}, word_dropout=1.0)
+
+
+def test_vocabulary_counts_and_their_round_trip():
+    sentences = [["the", "cat", "the"], ["a", "cat", "the", "dog"]]
+    vocab = Vocab.build(sentences)
+    seen = {t: sum(s.count(t) for s in sentences) for s in sentences for t in s}
+    assert vocab.counts[:2] == [0, 0]  # <pad>, <unk>
+    assert {t: c for t, c in zip(vocab.itos[2:], vocab.counts[2:], strict=True)} == seen
+    assert vocab.counts[2:] == sorted(vocab.counts[2:], reverse=True)
+    assert Vocab.from_state_dict(vocab.state_dict()).counts == vocab.counts
+    old = {k: v for k, v in vocab.state_dict().items() if k != "counts"}
+    assert Vocab.from_state_dict(old).counts is None  # checkpoints from before counts
+
+
+def test_rare_word_dropout_replaces_singletons_only():
+    torch.manual_seed(0)
+    sentences = [["w%d" % i] * (1 if i >= 10 else 5) for i in range(30)]  # 10 frequent, 20 once
+    vocab = Vocab.build(sentences)
+    model = TokenTagger(len(vocab), ["O"], {"hidden_size": 8, "num_layers": 1},
+                        embedding_dim=8, dropout=0.0, rare_word_dropout=0.5)
+    model.vocabularies = {"words": vocab.state_dict()}
+    singleton = torch.tensor([c == 1 for c in vocab.counts])
+    words = torch.randint(2, len(vocab), (64, 50))
+    unk = model.embedding.weight[1]
+    model.train()
+    replaced = (model.embed(words) == unk).all(-1)
+    is_rare = singleton[words]
+    assert not replaced[~is_rare].any()
+    rate = replaced[is_rare].float().mean().item()
+    n = int(is_rare.sum())
+    assert abs(rate - 0.5) < 5 * (0.25 / n) ** 0.5  # within 5 standard deviations
+    model.eval()
+    assert not (model.embed(words) == unk).all(-1).any()
+
+
+def test_rare_word_dropout_needs_counts():
+    vocab = Vocab.build([["a", "b"]])
+    model = TokenTagger(len(vocab), ["O"], {"hidden_size": 8}, rare_word_dropout=0.5)
+    old = {k: v for k, v in vocab.state_dict().items() if k != "counts"}
+    with pytest.raises(ConfigError, match="counts"):
+        model.vocabularies = {"words": old}
+    model.train()
+    with pytest.raises(ConfigError, match="rare_word_dropout"):
+        model.embed(torch.tensor([[2, 3]]))
+    with pytest.raises(ConfigError, match="rare_word_dropout"):
+        TokenTagger(len(vocab), ["O"], {"hidden_size": 8}, rare_word_dropout=1.0)
 
 
 def test_crf_char_checkpoint_predicts_the_reported_f1(cfg_factory, tmp_path):

@@ -12,17 +12,21 @@ UNK = "<unk>"
 
 @dataclass
 class Vocab:
-    """A string <-> id table. Words have PAD at 0 and UNK at 1; label tables have neither."""
+    """A string <-> id table. Words have PAD at 0 and UNK at 1; label tables have neither.
+    `counts` (when built from data): how often each entry was seen, 0 for the specials."""
 
     itos: list[str]
     unk: str | None = UNK
     lower: bool = False
+    counts: list[int] | None = field(default=None, repr=False)
     stoi: dict[str, int] = field(init=False, repr=False)
 
     def __post_init__(self):
         self.stoi = {s: i for i, s in enumerate(self.itos)}
         if len(self.stoi) != len(self.itos):
             raise ValueError("vocabulary entries must be unique")
+        if self.counts is not None and len(self.counts) != len(self.itos):
+            raise ValueError("vocabulary counts must have one entry per token")
 
     @classmethod
     def build(
@@ -36,7 +40,9 @@ class Vocab:
         counts = Counter(t.lower() if lower else t for seq in sequences for t in seq)
         kept = [t for t, c in counts.items() if c >= min_freq]
         kept.sort(key=lambda t: (-counts[t], t))
-        return cls(list(specials) + [t for t in kept if t not in specials], lower=lower)
+        tokens = [t for t in kept if t not in specials]
+        return cls(list(specials) + tokens, lower=lower,
+                   counts=[0] * len(specials) + [counts[t] for t in tokens])
 
     def __len__(self) -> int:
         return len(self.itos)
@@ -54,11 +60,16 @@ class Vocab:
         return [self.itos[i] for i in ids]
 
     def state_dict(self) -> dict:
-        return {"itos": list(self.itos), "unk": self.unk, "lower": self.lower}
+        state = {"itos": list(self.itos), "unk": self.unk, "lower": self.lower}
+        if self.counts is not None:
+            state["counts"] = list(self.counts)
+        return state
 
     @classmethod
     def from_state_dict(cls, state: dict) -> Vocab:
-        return cls(list(state["itos"]), unk=state["unk"], lower=state["lower"])
+        counts = state.get("counts")  # absent in checkpoints written before counts were kept
+        return cls(list(state["itos"]), unk=state["unk"], lower=state["lower"],
+                   counts=None if counts is None else list(counts))
 
 
 def label_vocab(sequences: Iterable[Iterable[str]], outside: str | None = "O") -> Vocab:

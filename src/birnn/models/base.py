@@ -116,6 +116,10 @@ class BiRNNModule(L.LightningModule):
         casing: add an embedding (width `casing_dim`) of each word's shape (lower, upper,
             title, has digit, other); needs `casing` (B, T) in batches.
         word_dropout: in training only, replace each word id by <unk> with this probability.
+        rare_word_dropout: in training only, replace each word seen only once in the training
+            data by <unk> with this probability instead (Lample et al. 2016 use 0.5), so that
+            <unk>, which stands for every word unseen in training, is learnt in the contexts
+            of rare words (names, mostly). Needs the vocabulary's counts (set by training).
         num_chars: size of the character vocabulary; set from the vocabularies (`char`).
         dropout_kind: `standard` or `locked` (one mask per sequence for all its time steps)
             for `dropout` on the embeddings and on the encoder output.
@@ -142,6 +146,7 @@ class BiRNNModule(L.LightningModule):
         casing: bool = False,
         casing_dim: int = 8,
         word_dropout: float = 0.0,
+        rare_word_dropout: float = 0.0,
         num_chars: int | None = None,
         dropout_kind: str = "standard",
         embedding_dropout: float = 0.0,
@@ -159,6 +164,9 @@ class BiRNNModule(L.LightningModule):
             raise ConfigError(f"model.dropout: must be in [0, 1), got {dropout!r}")
         if not (isinstance(word_dropout, int | float) and 0.0 <= word_dropout < 1.0):
             raise ConfigError(f"model.word_dropout: must be in [0, 1), got {word_dropout!r}")
+        if not (isinstance(rare_word_dropout, int | float) and 0.0 <= rare_word_dropout < 1.0):
+            raise ConfigError(
+                f"model.rare_word_dropout: must be in [0, 1), got {rare_word_dropout!r}")
         if not (isinstance(embedding_dropout, int | float) and 0.0 <= embedding_dropout < 1.0):
             raise ConfigError(
                 f"model.embedding_dropout: must be in [0, 1), got {embedding_dropout!r}")
@@ -182,6 +190,8 @@ class BiRNNModule(L.LightningModule):
         self.optimizer_cfg = optimizer
         self.labels = list(labels)
         self.word_dropout = float(word_dropout)
+        self.rare_word_dropout = float(rare_word_dropout)
+        self.rare_from: int | None = None  # first word id seen once in training (ids sort by count)
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
         # frozen from the start, so a resumed run's optimizer has the same parameter groups
         self.embedding.weight.requires_grad_(not self.embeddings_cfg.get("freeze", False))
@@ -209,6 +219,13 @@ class BiRNNModule(L.LightningModule):
         # the recipe sets the data's vocabularies before training: size the character table
         # from them, and keep its size in the hyper-parameters so checkpoints rebuild it
         self._vocabularies = value
+        if value is not None and getattr(self, "rare_word_dropout", 0.0) > 0:
+            counts = value["words"].get("counts")
+            if counts is None:
+                raise ConfigError("model.rare_word_dropout needs the word counts, which this "
+                                  "vocabulary (from an older checkpoint) does not have")
+            # words are sorted by count, most frequent first, after the specials (count 0)
+            self.rare_from = next((i for i, c in enumerate(counts) if c == 1), len(counts))
         enc = getattr(self, "char_encoder", None)
         if enc is None or value is None or enc.embedding is not None:
             return
@@ -232,9 +249,14 @@ class BiRNNModule(L.LightningModule):
     def embed(self, words: Tensor, chars: Tensor | None = None,
               casing: Tensor | None = None) -> Tensor:
         """Word ids (B, T) (and the features the model uses) -> input vectors (B, T, width)."""
-        if self.training and self.word_dropout > 0:
-            drop = (torch.rand(words.shape, device=words.device) < self.word_dropout) \
-                & (words != 0)
+        if self.training and (self.word_dropout > 0 or self.rare_word_dropout > 0):
+            p = self.word_dropout
+            if self.rare_word_dropout > 0:
+                if self.rare_from is None:
+                    raise ConfigError("model.rare_word_dropout needs the vocabularies (with "
+                                      "counts) set on the model before training")
+                p = torch.where(words >= self.rare_from, self.rare_word_dropout, p)
+            drop = (torch.rand(words.shape, device=words.device) < p) & (words != 0)
             words = words.masked_fill(drop, UNK_ID)
         weight = self.embedding.weight
         if self.training and self.embedding_dropout > 0:
