@@ -149,10 +149,11 @@ class GRURecurrence(torch.autograd.Function):
             dh = torch.stack([linear(d_mm[k], packed[k]) for k in range(dirs)]).add_(dh * z)
         d_in = torch.cat([d_hh[..., :2 * hidden], d_n], -1).to(ctx.in_dtype)  # (T, D, B, 3H)
         h_prev = torch.cat([zero.unsqueeze(0), out[:-1]], 0).to(mm_dtype)  # (T, D, B, H)
-        d_mm = d_hh.to(mm_dtype)
-        # sums over time steps and the batch: (3H, T*B) @ (T*B, H) per direction
-        d_weight = torch.stack([
-            linear(d_mm[:, k].reshape(-1, 3 * hidden).t(), h_prev[:, k].reshape(-1, hidden).t())
-            for k in range(dirs)]).to(weight_hh.dtype)
-        d_bias = d_hh.sum((0, 2))
+        # sums over time steps and the batch, per direction, on contiguous (T*B, .) rows (a
+        # sum over dims 0 and 2 of (T, D, B, 3H) measured 10x slower than the copy + sum)
+        rows = [d_hh[:, k].reshape(-1, 3 * hidden) for k in range(dirs)]
+        d_bias = torch.stack([r.sum(0) for r in rows])
+        d_weight = torch.stack([  # (3H, T*B) @ (T*B, H)
+            linear(r.to(mm_dtype).t(), h_prev[:, k].reshape(-1, hidden).t())
+            for k, r in enumerate(rows)]).to(weight_hh.dtype)
         return d_in, d_weight, d_bias, None
