@@ -17,7 +17,8 @@ on one random batch of shape (B, T, E) (default 32 x 40 x 100, seeded):
   fraction of a large square `torch.matmul`'s GFLOP/s measured in the same run on the same
   device and precision ("% of matmul": how far the recurrence is from what this PyTorch build
   delivers on dense work). It can exceed 100%: on CPU an fp32 matmul goes to the BLAS (MKL)
-  while the RNN kernels may come from oneDNN, which can use a wider vector ISA on the same CPU.
+  while the RNN kernels may come from oneDNN, which can use a wider vector ISA on the same CPU;
+  the header also gives oneDNN's rate for the same matmul on CPU.
 - peak memory of two untimed training steps started from no gradients: on CUDA
   `torch.cuda.max_memory_allocated()` minus what was allocated before; on CPU the growth of
   the process's peak resident set (Linux + glibc: free heap memory is returned with
@@ -86,6 +87,7 @@ try:
 except ImportError:  # a checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT / "src"))
     from birnn import BiRNN
+from birnn.encoder.gru import linear  # noqa: E402 (after the path fallback above)
 
 CELL_CLASSES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
@@ -404,13 +406,18 @@ def time_models(
     }
 
 
-def matmul_gflops(device: torch.device, precision: str, size: int, reps: int) -> float:
-    """GFLOP/s of a (size x size) @ (size x size) matmul: the dense reference for "% of matmul"."""
+def matmul_gflops(device: torch.device, precision: str, size: int, reps: int,
+                  onednn: bool = False) -> float:
+    """GFLOP/s of a (size x size) @ (size x size) matmul: the dense reference for "% of matmul".
+
+    `onednn`: through oneDNN's matmul (`birnn.encoder.gru.linear`, what birnn's GRU uses on
+    CPU) instead of `torch.matmul` (for fp32 on CPU: the BLAS, MKL)."""
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     gen = torch.Generator().manual_seed(0)
     a = torch.randn(size, size, generator=gen).to(device, dtype)
     b = torch.randn(size, size, generator=gen).to(device, dtype)
-    seconds = median_seconds(lambda: a @ b, max(reps, 1), 1, device)
+    step = (lambda: linear(a, b)) if onednn else (lambda: a @ b)
+    seconds = median_seconds(step, max(reps, 1), 1, device)
     return 2 * size**3 / seconds / 1e9
 
 
@@ -698,7 +705,10 @@ def _impl_label(rec: dict) -> str:
 def markdown_table(header: dict, results: list[dict]) -> str:
     """One row per configuration and implementation."""
     matmul = header["matmul_gflops"]
-    peaks = ", ".join(f"{d} {p} {g:,.0f}" for d, by in matmul.items() for p, g in by.items())
+    onednn = header.get("onednn_matmul_gflops", {})
+    peaks = ", ".join(
+        f"{d} {p} {g:,.0f}" + (f" (oneDNN {onednn[p]:,.0f})" if d == "cpu" and p in onednn else "")
+        for d, by in matmul.items() for p, g in by.items())
     lines = [
         f"B={header['batch']} T={header['seq']} E={header['input']}, "
         f"threads: {header['threads']}, torch {header['torch']}, {header['date']}. "
@@ -958,6 +968,10 @@ def main(argv: list[str] | None = None) -> int:
         for dev in args.devices
     }
     header = make_header(args, peaks, load_before)
+    header["onednn_matmul_gflops"] = {
+        prec: matmul_gflops(torch.device("cpu"), prec, args.matmul_size, args.steps, onednn=True)
+        for prec in args.precisions
+    } if "cpu" in args.devices else {}
     header["probe_before"] = probe
     if os.getloadavg()[0] > _cores():
         print(

@@ -56,6 +56,8 @@ BAD = [
     (["encoder.merge=concatenate"], "encoder.merge"),
     (["encoder.impl=cudnn"], "encoder.impl"),
     (["encoder.ragged=sort"], "encoder.ragged"),
+    (["encoder.gru=fast"], "encoder.gru"),
+    (["encoder.cell=gru", "encoder.gru=birnn", "encoder.ragged=pack"], "encoder.gru"),
     (["model.optimizer.fused=yes"], "model.optimizer.fused"),
     (["encoder.hidden_size=[8,8,8]", "encoder.num_layers=2"], "encoder.hidden_size"),
     (["encoder.merge=[none,concat]"], "encoder.merge"),

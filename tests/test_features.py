@@ -103,7 +103,7 @@ def test_vocabulary_counts_and_their_round_trip():
 
 def test_rare_word_dropout_replaces_singletons_only():
     torch.manual_seed(0)
-    sentences = [["w%d" % i] * (1 if i >= 10 else 5) for i in range(30)]  # 10 frequent, 20 once
+    sentences = [[f"w{i}"] * (1 if i >= 10 else 5) for i in range(30)]  # 10 frequent, 20 once
     vocab = Vocab.build(sentences)
     model = TokenTagger(len(vocab), ["O"], {"hidden_size": 8, "num_layers": 1},
                         embedding_dim=8, dropout=0.0, rare_word_dropout=0.5)

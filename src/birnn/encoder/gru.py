@@ -2,12 +2,13 @@
 
 PyTorch's CPU GRU has no fused kernel: `torch._VF.gru` runs a few small ops per time step
 under autograd, and its backward pass walks that graph op by op, computing the recurrent
-weight gradient one time step at a time. `gru_recurrence` runs the same recurrence for
-several independent directions at once (one batched matmul and a handful of element-wise ops
-per time step for all of them), keeps the gate values it needs, and computes the backward
-pass in one reverse loop of its own; the weight gradient is then one batched matmul over all
-time steps. The input projections are not part of it: the caller computes them for every time
-step with one matmul beforehand (`birnn.encoder.birnn.bigru`).
+weight gradient one time step at a time. `GRURecurrence` runs the same recurrence for
+several independent directions at once (a matmul per direction and a handful of element-wise
+ops per time step for all of them), keeps the gate values it needs, and computes the backward
+pass in one reverse loop of its own; each weight gradient is then one matmul over all time
+steps. On CPU the matmuls go through oneDNN (`linear`). The input projections are not part
+of it: the caller computes them for every time step with one matmul beforehand
+(`birnn.encoder.birnn.bigru`).
 
 The equations are `nn.GRU`'s (gate order r, z, n in the weight rows):
 
@@ -28,14 +29,17 @@ def _onednn(x: Tensor) -> bool:
     """Whether `x` can go through oneDNN's matmul (fp32 or bf16 on CPU)."""
     return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16)
             and torch.backends.mkldnn.is_available()
-            and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+            and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+            and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"))
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """`x @ weight.T + bias` for 2-D `x` on CPU through oneDNN, else `F.linear`.
 
-    On these AMD CPUs PyTorch's fp32 matmul (MKL) ran at about half of oneDNN's speed at
-    every shape the encoder uses (``scripts/benchmark.py`` prints both matmul rates).
+    On the AMD CPUs this was measured on, PyTorch's fp32 matmul (MKL) ran at about half of
+    oneDNN's speed at every shape the GRU uses, e.g. 95 vs 180-240 GFLOP/s on one core for
+    (32 x 256) @ (256 x 768) and (1280 x 512) @ (512 x 1536); ``scripts/benchmark.py`` prints
+    both rates for a large square matmul.
     `weight` may be a transposed view or a weight packed by `pack`.
     """
     if _onednn(x):
