@@ -13,7 +13,9 @@ The sweep folder holds one numbered folder per job (``0/``, ``1/``, ...; or any 
 - ``metrics.json`` when the job finished: the monitored validation score (key ``monitor``
   without its ``val/`` prefix), the same key on the test split, training tokens/s, parameters
   and wall time;
-- ``error.txt`` when it failed (no ``metrics.json``): its first line is the status shown.
+- ``error.txt`` when it failed (no ``metrics.json``): its first line is the status shown. A
+  job folder with neither file is counted as unfinished (still running, or killed), not as
+  failed.
 
 It writes into ``--out`` (default: the sweep folder itself)
 
@@ -164,6 +166,8 @@ def load_job(path: Path, order: int = 0) -> dict:
         "monitor": monitor,
         "mode": str(config.get("monitor_mode") or "max"),
         "ok": metrics is not None,
+        # neither metrics.json nor error.txt: still running, or killed without a trace
+        "unfinished": metrics is None and not (path / "error.txt").is_file(),
         "val": _number(val.get(key)),
         "test": _number(test.get(key)),
         "tokens_per_s": _number((metrics or {}).get("train_tokens_per_s")),
@@ -190,8 +194,9 @@ def load_jobs(folder: Path | str) -> list[dict]:
     """Read every job folder of a sweep; records sorted by `sort_jobs`.
 
     Each record has: job (int), path, overrides (list of str), cell, merge (str labels), monitor
-    (e.g. 'val/f1'), mode ('max'/'min'), ok (bool), val, test, tokens_per_s, parameters,
-    wall_time_s (float or None) and error (str for a failed job, else None).
+    (e.g. 'val/f1'), mode ('max'/'min'), ok (bool), unfinished (bool: neither metrics.json nor
+    error.txt), val, test, tokens_per_s, parameters, wall_time_s (float or None) and error
+    (str for a failed or unfinished job, else None).
     Raises `SweepError` when the folder does not exist or holds no job folders.
     """
     folder = Path(folder)
@@ -224,7 +229,8 @@ def table_rows(jobs: list[dict]) -> list[list[str]]:
     """The summary table as strings, one list per job, in the columns of `COLUMNS`."""
     rows = []
     for job in jobs:
-        status = "ok" if job["ok"] else f"failed: {job['error']}"
+        status = "ok" if job["ok"] else (
+            f"unfinished: {job['error']}" if job["unfinished"] else f"failed: {job['error']}")
         rows.append([
             str(job["job"]),
             " ".join(job["overrides"]) or "(none)",
@@ -255,11 +261,15 @@ def markdown(jobs: list[dict], folder: Path | str) -> str:
     modes = {job["mode"] for job in jobs}
     order = "lower is better" if modes == {"min"} else "higher is better"
     ok = sum(job["ok"] for job in jobs)
+    unfinished = sum(job["unfinished"] for job in jobs)
+    counts = f"{len(jobs)} jobs: {ok} ok, {len(jobs) - ok - unfinished} failed"
+    if unfinished:
+        counts += f", {unfinished} unfinished (still running, or killed)"
     lines = [
         f"# Sweep `{folder}`: monitored metric `{', '.join(names)}` ({order})",
         "",
-        f"{len(jobs)} jobs: {ok} ok, {len(jobs) - ok} failed. Best validation score first, "
-        "failed jobs last; scores as in each job's metrics.json.",
+        f"{counts}. Best validation score first, failed and unfinished jobs last; scores as in "
+        "each job's metrics.json.",
         "",
     ]
     header = column_names(jobs)
@@ -331,13 +341,17 @@ def _stats(values: list[float | None]) -> tuple[float | None, float | None]:
 
 
 def aggregate(jobs: list[dict]) -> dict:
-    """Statistics over the finished jobs of `jobs` (failed ones are only counted).
+    """Statistics over the finished jobs of `jobs` (failed and unfinished ones are only
+    counted).
 
-    Returns n (finished jobs), failed, val_mean/val_std, test_mean/test_std,
+    Returns n (finished jobs), failed (with error.txt), unfinished (neither metrics.json nor
+    error.txt: still running, or killed), val_mean/val_std, test_mean/test_std,
     tokens_mean/tokens_std, wall_mean (float or None; the stds None below two values).
     """
     done = [j for j in jobs if j["ok"]]
-    record = {"n": len(done), "failed": len(jobs) - len(done)}
+    unfinished = sum(j["unfinished"] for j in jobs)
+    record = {"n": len(done), "failed": len(jobs) - len(done) - unfinished,
+              "unfinished": unfinished}
     for name, field in (("val", "val"), ("test", "test"), ("tokens", "tokens_per_s")):
         record[f"{name}_mean"], record[f"{name}_std"] = _stats([j[field] for j in done])
     record["wall_mean"] = _stats([j["wall_time_s"] for j in done])[0]
@@ -385,7 +399,7 @@ def seed_table_rows(groups: list[dict]) -> list[list[str]]:
     return [[
         " ".join(g["overrides"]) or "(none)",
         str(g["n"]),
-        str(g["failed"]),
+        str(g["failed"]) + (f" (+{g['unfinished']} unfinished)" if g["unfinished"] else ""),
         _mean_std(g["val_mean"], g["val_std"], ".4f"),
         _mean_std(g["test_mean"], g["test_std"], ".4f"),
         _mean_std(g["tokens_mean"], g["tokens_std"], ",.0f"),
@@ -471,7 +485,8 @@ def pivot_score_rows(table: dict) -> list[list[str]]:
                 f"{_mean_std(s['val_mean'], s['val_std'], spec, scale)} / "
                 f"{_mean_std(s['test_mean'], s['test_std'], spec, scale)}")
             notes = ([f"n={s['n']}"] if s["n"] and s["n"] != common else []) + (
-                [f"{s['failed']} failed"] if s["failed"] else [])
+                [f"{s['failed']} failed"] if s["failed"] else []) + (
+                [f"{s['unfinished']} unfinished"] if s["unfinished"] else [])
             row.append(text + (f" ({', '.join(notes)})" if notes else ""))
         rows.append(row)
     return rows

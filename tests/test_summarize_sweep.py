@@ -83,6 +83,25 @@ def sweep(tmp_path: Path) -> Path:
     return root
 
 
+def test_a_job_without_metrics_or_error_is_unfinished_not_failed(sweep, tmp_path):
+    """A job still running (or killed without a trace) has neither metrics.json nor error.txt:
+    it is counted apart from the failed one, in the count line, its status and the seed
+    table."""
+    unfinished = FAILED + 1
+    _write_job(sweep / str(unfinished), "concat", "lstm")
+    out = tmp_path / "out"
+    assert summarize.main([str(sweep), "--out", str(out)]) == 0
+    md = (out / "summary.md").read_text()
+    assert "6 jobs: 4 ok, 1 failed, 1 unfinished (still running, or killed)." in md
+    rows = {int(r[0]): r for r in _job_rows(md)}
+    assert rows[FAILED][7] == f"failed: {ERROR}"
+    assert rows[unfinished][7].startswith("unfinished: no metrics.json")
+    jobs = {j["job"]: j for j in summarize.load_jobs(sweep)}
+    assert jobs[unfinished]["unfinished"] and not jobs[FAILED]["unfinished"]
+    record = summarize.aggregate(list(jobs.values()))
+    assert (record["n"], record["failed"], record["unfinished"]) == (4, 1, 1)
+
+
 def _tables(md: str) -> list[list[list[str]]]:
     """Every Markdown table of `md`, in order, as rows of stripped cells (header row included,
     the |---| separator left out)."""
