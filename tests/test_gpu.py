@@ -180,6 +180,9 @@ def _cross_device_cases():
     for cell in ("lstm", "gru"):
         kwargs = {"cell": cell, "num_layers": 2, "merge": ["sum", "none"], "ragged": "reverse"}
         cases.append(pytest.param(kwargs, "layered", id=f"{cell}-reverse-layered"))
+    # birnn's GRU recurrence, which auto takes on CPU only, forced on CUDA too
+    kwargs = {"cell": ["gru", "lstm"], "num_layers": 2, "merge": ["concat", "ave"], "gru": "birnn"}
+    cases.append(pytest.param(kwargs, "layered", id="birnn-gru-layered"))
     return cases
 
 
