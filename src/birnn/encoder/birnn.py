@@ -472,6 +472,8 @@ class BiRNN(nn.Module):
             extra += f", residual={self.residuals}"
         if self.dropout_kind != "standard":
             extra += f", dropout_kind={self.dropout_kind}"
+        if "gru" in self.cells:
+            extra += f", gru={self.gru}"
         return (
             f"cells={self.cells}, hidden={self.hidden_sizes}, merges={self.merges}, "
             f"dropout={self.dropout}, impl={self.impl}, output_size={self.output_size}{extra}"
