@@ -156,8 +156,8 @@ class GRURecurrence(torch.autograd.Function):
         # sums over time steps and the batch, per direction, on contiguous (T*B, .) rows (a
         # sum over dims 0 and 2 of (T, D, B, 3H) measured 10x slower than the copy + sum)
         rows = [d_hh[:, k].reshape(-1, 3 * hidden) for k in range(dirs)]
-        d_bias = torch.stack([r.sum(0) for r in rows])
+        d_bias = torch.stack([d_k.sum(0) for d_k in rows])
         d_weight = torch.stack([  # (3H, T*B) @ (T*B, H)
-            linear(r.to(mm_dtype).t(), h_prev[:, k].reshape(-1, hidden).t())
-            for k, r in enumerate(rows)]).to(weight_hh.dtype)
+            linear(d_k.to(mm_dtype).t(), h_prev[:, k].reshape(-1, hidden).t())
+            for k, d_k in enumerate(rows)]).to(weight_hh.dtype)
         return d_in, d_weight, d_bias, None
