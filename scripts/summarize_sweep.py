@@ -515,7 +515,8 @@ def seed_sections(jobs: list[dict]) -> list[tuple[str, object]]:
         ("heading", "Mean over seeds"),
         ("text", f"{len(groups)} group{'s' * (len(groups) != 1)} of jobs that differ only in "
                  "`seed`: mean ± sample std (ddof=1) over the finished seeds (just the mean "
-                 "when there is one), mean wall time; failed jobs are counted, not averaged."),
+                 "when there is one), mean wall time; failed and unfinished jobs are counted, "
+                 "not averaged."),
         ("table", ([c.format(m=metric) for c in SEED_COLUMNS],
                    [c in SEED_RIGHT for c in SEED_COLUMNS], seed_table_rows(groups))),
         ("heading", "Merge mode × cell"),
