@@ -516,12 +516,12 @@ def bigru(layer: nn.GRU, data: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
     # (B, T, 6H): both directions' input gates at every time step in one matmul
     gates = Linear.apply(data.reshape(-1, data.size(-1)).to(mm_dtype), weight_ih, bias_ih)
     forward, backward = gates.view(batch, steps, -1).split(3 * hidden, -1)
-    gates = torch.stack([forward, ReverseWithin.apply(backward, index)], 2)  # (B, T, 2, 3H)
+    backward = ReverseWithin.apply(backward, index)
+    gates = torch.stack([forward.transpose(0, 1), backward.transpose(0, 1)], 1)  # (T, 2, B, 3H)
     weight_hh = torch.stack([layer.weight_hh_l0, layer.weight_hh_l0_reverse])
     bias_hh = torch.stack([layer.bias_hh_l0, layer.bias_hh_l0_reverse])
     with torch.autocast(device, enabled=False):
-        out = GRURecurrence.apply(gates.permute(1, 2, 0, 3).contiguous(), weight_hh, bias_hh,
-                                  mm_dtype)  # (T, 2, B, H)
+        out = GRURecurrence.apply(gates, weight_hh, bias_hh, mm_dtype)  # (T, 2, B, H)
     return out[:, 0].transpose(0, 1), ReverseWithin.apply(out[:, 1].transpose(0, 1), index)
 
 

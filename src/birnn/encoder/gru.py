@@ -25,12 +25,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+# whether this PyTorch build has oneDNN's linear ops (the CPU wheels do)
+ONEDNN = (torch.backends.mkldnn.is_available()
+          and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+          and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"))
+
+
 def _onednn(x: Tensor) -> bool:
     """Whether `x` can go through oneDNN's matmul (fp32 or bf16 on CPU)."""
-    return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16)
-            and torch.backends.mkldnn.is_available()
-            and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-            and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"))
+    return ONEDNN and x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16)
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
