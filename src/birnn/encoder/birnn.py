@@ -27,7 +27,7 @@ Batches whose sequences all have the full length take neither: they run padded a
 
 GRU layers (``gru``) run with PyTorch's recurrence or with birnn's own (`birnn.encoder.gru`:
 both directions in one loop, a hand-written backward pass, oneDNN matmuls), which trains a
-GRU stack 1.3-1.5x faster on CPU in fp32 (``make bench``). birnn's runs padded batches only,
+GRU stack 1.2-1.5x faster on CPU in fp32 (``make bench``). birnn's runs padded batches only,
 so a stack with a GRU layer takes the ``reverse`` strategy whenever it uses it.
 
 Two implementations compute the same function with the same parameters:
@@ -194,8 +194,7 @@ class BiRNN(nn.Module):
                 f"merge: 'none' is only allowed on the last layer (got {self.merges}): the "
                 "next layer cannot take an unmerged (forward, backward) pair as input"
             )
-        if not (isinstance(dropout, int | float) and 0.0 <= dropout < 1.0):
-            raise ConfigError(f"dropout: must be in [0, 1), got {dropout!r}")
+        check_probability("dropout", dropout)
         if impl not in IMPLS:
             raise ConfigError(f"impl: unknown {impl!r} (valid: {', '.join(IMPLS)})")
         if ragged not in RAGGED:
@@ -573,6 +572,12 @@ def locked_dropout_mask(data: Tensor, p: float, seq: Tensor | None = None,
     keep = torch.rand(rows, data.size(-1), device=data.device).ge_(p).div_(1 - p)
     keep = keep.to(data.dtype)
     return keep.unsqueeze(1) if data.dim() == 3 else keep[seq]
+
+
+def check_probability(name: str, value) -> None:
+    """Raise ConfigError unless `value` is a number in [0, 1) (a dropout rate)."""
+    if not (isinstance(value, int | float) and 0.0 <= value < 1.0):
+        raise ConfigError(f"{name}: must be in [0, 1), got {value!r}")
 
 
 def check_int(name: str, value, minimum: int) -> None:

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from birnn.data.vocab import CASING
 from birnn.encoder import BiRNN
-from birnn.encoder.birnn import dropout, locked_dropout_mask
+from birnn.encoder.birnn import check_probability, dropout, locked_dropout_mask
 from birnn.errors import ConfigError
 from birnn.models.pretrained import init_embedding
 
@@ -160,16 +160,10 @@ class BiRNNModule(L.LightningModule):
                 f"model.optimizer.name: unknown {optimizer.get('name')!r} "
                 f"(valid: {', '.join(OPTIMIZERS)})"
             )
-        if not (isinstance(dropout, int | float) and 0.0 <= dropout < 1.0):
-            raise ConfigError(f"model.dropout: must be in [0, 1), got {dropout!r}")
-        if not (isinstance(word_dropout, int | float) and 0.0 <= word_dropout < 1.0):
-            raise ConfigError(f"model.word_dropout: must be in [0, 1), got {word_dropout!r}")
-        if not (isinstance(rare_word_dropout, int | float) and 0.0 <= rare_word_dropout < 1.0):
-            raise ConfigError(
-                f"model.rare_word_dropout: must be in [0, 1), got {rare_word_dropout!r}")
-        if not (isinstance(embedding_dropout, int | float) and 0.0 <= embedding_dropout < 1.0):
-            raise ConfigError(
-                f"model.embedding_dropout: must be in [0, 1), got {embedding_dropout!r}")
+        for name, rate in (("dropout", dropout), ("word_dropout", word_dropout),
+                           ("rare_word_dropout", rare_word_dropout),
+                           ("embedding_dropout", embedding_dropout)):
+            check_probability(f"model.{name}", rate)
         if dropout_kind not in DROPOUT_KINDS:
             raise ConfigError(f"model.dropout_kind: unknown {dropout_kind!r} "
                               f"(valid: {', '.join(DROPOUT_KINDS)})")
