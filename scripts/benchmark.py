@@ -35,8 +35,10 @@ Implementations per configuration:
   lengths ``birnn-layered`` takes ``ragged="auto"`` (on CPU: padded, the backward direction
   reversed within each length), and ``birnn-packed`` is the same stack with ``ragged="pack"``
   (PyTorch's ``PackedSequence``), to show what the choice is worth. Stacks with GRU layers
-  add ``birnn-torch-gru``, the same stack with ``gru="torch"`` (PyTorch's GRU recurrence
-  instead of `birnn.encoder.gru`'s, which ``gru="auto"`` takes on CPU).
+  add the GRU recurrence ``gru="auto"`` does not take: ``birnn-torch-gru``, the same stack
+  with ``gru="torch"`` (PyTorch's recurrence), on CPUs where auto takes birnn's
+  (`birnn.encoder.gru`, where oneDNN's matmul is the faster), else ``birnn-own-gru``
+  (``gru="birnn"``).
 - ``layered-loop``: the simplest hand-written stack, a list of single-layer bidirectional
   ``nn.LSTM/GRU`` modules with the merge done by hand on padded tensors (no packing).
 - ``torch-fused``: ``nn.LSTM/GRU(num_layers=L, bidirectional=True, batch_first=True)`` on the
@@ -87,7 +89,7 @@ try:
 except ImportError:  # a checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT / "src"))
     from birnn import BiRNN
-from birnn.encoder.gru import linear  # noqa: E402 (after the path fallback above)
+from birnn.encoder.gru import ONEDNN, onednn_is_faster, onednn_linear  # noqa: E402 (after the path fallback above)
 
 CELL_CLASSES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
@@ -113,8 +115,8 @@ QUICK_GRID = {
     "warmup": 2,
 }
 CONTENTION_FACTOR = 10  # multi-thread probe this many times slower than 1 thread: contended
-IMPL_ORDER = ("birnn-layered", "birnn-packed", "birnn-torch-gru", "birnn-fused", "layered-loop",
-              "torch-fused", "keras")
+IMPL_ORDER = ("birnn-layered", "birnn-packed", "birnn-torch-gru", "birnn-own-gru", "birnn-fused",
+              "layered-loop", "torch-fused", "keras")
 RAGGED_MIN = 0.8  # ragged batches: lengths uniform in [RAGGED_MIN * T, T]
 
 
@@ -247,8 +249,9 @@ def candidates(cfg: Config, input_size: int, seed: int) -> dict[str, Callable[[]
     builders = {"birnn-layered": birnn("layered")}
     if cfg.lengths == "ragged":
         builders["birnn-packed"] = birnn("layered", ragged="pack")
-    if "gru" in cells:
-        builders["birnn-torch-gru"] = birnn("layered", gru="torch")
+    if "gru" in cells:  # the GRU recurrence `gru="auto"` does not take here, for comparison
+        other = other_gru(cfg, input_size)
+        builders[other] = birnn("layered", gru=OTHER_GRU[other])
     if len(set(cells)) == 1 and cfg.merge == "concat":
         builders["birnn-fused"] = birnn("fused")
     builders["layered-loop"] = seeded(lambda: LayeredLoop(input_size, cfg.hidden, cells, cfg.merge))
@@ -257,6 +260,18 @@ def candidates(cfg: Config, input_size: int, seed: int) -> dict[str, Callable[[]
             lambda: TorchFused(input_size, cfg.hidden, cells[0], cfg.layers)
         )
     return builders
+
+
+# the extra row of a stack with GRU layers: the recurrence `gru="auto"` did not choose
+OTHER_GRU = {"birnn-torch-gru": "torch", "birnn-own-gru": "birnn"}
+
+
+def other_gru(cfg: Config, input_size: int) -> str:
+    """`birnn-torch-gru` where `gru="auto"` runs birnn's GRU recurrence for `cfg` (on CPUs where
+    oneDNN's matmul is the faster), else `birnn-own-gru`."""
+    cells = layer_cells(cfg.cell, cfg.layers)
+    enc = BiRNN(input_size, cfg.hidden, cells, cfg.layers, cfg.merge)
+    return "birnn-torch-gru" if enc.use_birnn_gru(torch.device(cfg.device)) else "birnn-own-gru"
 
 
 def auto_choice(cfg: Config, input_size: int) -> str:
@@ -410,13 +425,14 @@ def matmul_gflops(device: torch.device, precision: str, size: int, reps: int,
                   onednn: bool = False) -> float:
     """GFLOP/s of a (size x size) @ (size x size) matmul: the dense reference for "% of matmul".
 
-    `onednn`: through oneDNN's matmul (`birnn.encoder.gru.linear`, what birnn's GRU uses on
-    CPU) instead of `torch.matmul` (for fp32 on CPU: the BLAS, MKL)."""
+    `onednn`: through oneDNN's matmul (what birnn's GRU uses on CPUs where it is the faster,
+    `birnn.encoder.gru.onednn_is_faster`) instead of `torch.matmul` (for fp32 on CPU: the
+    BLAS, MKL)."""
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     gen = torch.Generator().manual_seed(0)
     a = torch.randn(size, size, generator=gen).to(device, dtype)
     b = torch.randn(size, size, generator=gen).to(device, dtype)
-    step = (lambda: linear(a, b)) if onednn else (lambda: a @ b)
+    step = (lambda: onednn_linear(a, b.t())) if onednn else (lambda: a @ b)
     seconds = median_seconds(step, max(reps, 1), 1, device)
     return 2 * size**3 / seconds / 1e9
 
@@ -716,7 +732,9 @@ def markdown_table(header: dict, results: list[dict]) -> str:
         f"Ratios are birnn's tokens/s over the baseline's (>1 = birnn faster), training "
         f"(inference). Load average before/after: {header['loadavg_before']} / "
         f"{header['loadavg_after']}. Contention probe (small LSTM forward, ms): before "
-        f"{_probe_text(header['probe_before'])}, after {_probe_text(header['probe_after'])}.",
+        f"{_probe_text(header['probe_before'])}, after {_probe_text(header['probe_after'])}. "
+        f"birnn's GRU recurrence on CPU ran its matmuls through "
+        f"{header.get('gru_matmul', 'oneDNN')}.",
         "",
         "| cell | merge | L | H | device | prec | lengths | impl | train tok/s | infer tok/s "
         "| train GFLOP/s | % matmul | peak MB | vs layered loop | vs fused |",
@@ -971,7 +989,8 @@ def main(argv: list[str] | None = None) -> int:
     header["onednn_matmul_gflops"] = {
         prec: matmul_gflops(torch.device("cpu"), prec, args.matmul_size, args.steps, onednn=True)
         for prec in args.precisions
-    } if "cpu" in args.devices else {}
+    } if "cpu" in args.devices and ONEDNN else {}
+    header["gru_matmul"] = "oneDNN" if onednn_is_faster() else "torch.matmul"
     header["probe_before"] = probe
     if os.getloadavg()[0] > _cores():
         print(

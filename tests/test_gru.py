@@ -1,8 +1,9 @@
 """birnn's GRU recurrence (`birnn.encoder.gru`, `encoder.gru=birnn`) against PyTorch's GRU.
 
 `test_encoder.py` checks every stack against a reference built from PyTorch modules with the
-default `gru=auto` (on CPU: birnn's recurrence unless `ragged=pack`); here the two recurrences
-are compared directly, gradients included, and the pieces on their own.
+default `gru=auto` (on CPU: birnn's recurrence where oneDNN's matmul is the faster, unless
+`ragged=pack`); here the two recurrences are compared directly, gradients included, and the
+pieces on their own, with both matmul paths whichever this CPU takes.
 """
 
 from __future__ import annotations
@@ -13,13 +14,26 @@ import torch.nn.functional as F
 from test_encoder import INPUT, assert_close, assert_same_values_and_gradients, batch_input, twin
 
 from birnn import BiRNN
+from birnn.encoder import gru
 from birnn.encoder.gru import GRURecurrence, Linear
 from birnn.errors import ConfigError
 
 
-@pytest.fixture(autouse=True)
-def _seed():
+@pytest.fixture(autouse=True, params=["onednn", "torch-matmul"])
+def matmul(request, monkeypatch):
+    """Every test with both matmul paths of the recurrence, whichever this CPU's probe picks
+    (`onednn_is_faster`)."""
+    monkeypatch.setattr(gru, "onednn_is_faster", lambda: request.param == "onednn")
     torch.manual_seed(0)
+    return request.param
+
+
+def test_linear_takes_the_path_the_probe_chose(matmul, monkeypatch):
+    calls = []
+    monkeypatch.setattr(gru, "onednn_linear", lambda *args: calls.append(args) or F.linear(*args))
+    x, weight = torch.randn(3, 4), torch.randn(5, 4)
+    torch.testing.assert_close(gru.linear(x, weight), F.linear(x, weight))
+    assert len(calls) == (1 if matmul == "onednn" and gru.ONEDNN else 0)
 
 
 def test_recurrence_gradients_match_finite_differences():
@@ -119,10 +133,12 @@ def test_bf16_autocast_close_to_torch_fp32():
                                    msg=name)
 
 
-def test_auto_takes_birnn_gru_on_cpu_unless_packing():
+def test_auto_takes_birnn_gru_on_cpu_where_onednn_is_faster_unless_packing(matmul):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert BiRNN(INPUT, 4, "gru").use_birnn_gru(cpu)
-    assert BiRNN(INPUT, 4, ["lstm", "gru"]).use_birnn_gru(cpu)
+    faster = matmul == "onednn"
+    assert BiRNN(INPUT, 4, "gru").use_birnn_gru(cpu) == faster
+    assert BiRNN(INPUT, 4, ["lstm", "gru"]).use_birnn_gru(cpu) == faster
+    assert BiRNN(INPUT, 4, "gru", gru="birnn").use_birnn_gru(cpu)
     assert not BiRNN(INPUT, 4, "gru").use_birnn_gru(cuda)
     assert not BiRNN(INPUT, 4, "lstm").use_birnn_gru(cpu)  # no GRU layer
     assert not BiRNN(INPUT, 4, "gru", ragged="pack").use_birnn_gru(cpu)

@@ -27,8 +27,11 @@ Batches whose sequences all have the full length take neither: they run padded a
 
 GRU layers (``gru``) run with PyTorch's recurrence or with birnn's own (`birnn.encoder.gru`:
 both directions in one loop, a hand-written backward pass, oneDNN matmuls), which trains a
-GRU stack 1.2-1.5x faster on CPU in fp32 (``make bench``). birnn's runs padded batches only,
-so a stack with a GRU layer takes the ``reverse`` strategy whenever it uses it.
+GRU stack 1.2-1.5x faster in fp32 on a CPU whose BLAS is slower than oneDNN (``make bench`` on
+an AMD EPYC), but 0.9x as fast where it is not (an Intel Xeon). ``gru="auto"`` therefore takes
+it on CPUs where a probe finds oneDNN's matmul clearly faster (`gru.onednn_is_faster`).
+birnn's runs padded batches only, so a stack with a GRU layer takes the ``reverse`` strategy
+whenever it uses it.
 
 Two implementations compute the same function with the same parameters:
 
@@ -53,6 +56,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from birnn.encoder import gru as gru_module
 from birnn.encoder.gru import GRURecurrence, Linear
 from birnn.errors import ConfigError
 
@@ -71,7 +75,8 @@ AUTO_FUSED_DEVICES = frozenset({"cuda"})
 # Devices on which `ragged="auto"` runs variable-length batches padded, with the backward
 # direction reversed within each length, instead of packed (see the module docstring).
 AUTO_REVERSE_DEVICES = frozenset({"cpu"})
-# Devices on which `gru="auto"` runs GRU layers with `birnn.encoder.gru`'s recurrence.
+# Devices on which `gru="auto"` runs GRU layers with `birnn.encoder.gru`'s recurrence (where
+# oneDNN's matmul measures faster than the BLAS's).
 AUTO_BIRNN_GRU_DEVICES = frozenset({"cpu"})
 
 # The functional RNN ops behind nn.LSTM/GRU/RNN, called with one direction's weights.
@@ -138,8 +143,9 @@ class BiRNN(nn.Module):
             (``nn.GRU``'s), ``"birnn"`` (`birnn.encoder.gru`: both directions in one loop, a
             hand-written backward pass, oneDNN matmuls on CPU; it runs the batch padded, as
             ``ragged="reverse"`` does), or ``"auto"``: ``birnn`` on CPU
-            (``AUTO_BIRNN_GRU_DEVICES``) unless ``ragged="pack"``, ``torch`` elsewhere. Same
-            outputs either way.
+            (``AUTO_BIRNN_GRU_DEVICES``) where oneDNN's matmul measures faster than the
+            BLAS's (`birnn.encoder.gru.onednn_is_faster`) unless ``ragged="pack"``, ``torch``
+            elsewhere. Same outputs either way.
         residual: add each layer's input to its merged output wherever the two have the same
             width (layers after the first; e.g. every layer of a ``sum`` stack of equal width,
             or a ``concat`` stack from the second layer on). An error when no layer qualifies.
@@ -328,8 +334,10 @@ class BiRNN(nn.Module):
             return False
         if self.gru == "birnn":
             return True
-        # an explicit ragged="pack" keeps PyTorch's GRU, which takes packed batches
-        return device.type in AUTO_BIRNN_GRU_DEVICES and self.ragged != "pack"
+        # an explicit ragged="pack" keeps PyTorch's GRU, which takes packed batches; where
+        # oneDNN's matmul is no faster than the BLAS's, PyTorch's GRU is the faster (module doc)
+        return (device.type in AUTO_BIRNN_GRU_DEVICES and self.ragged != "pack"
+                and gru_module.onednn_is_faster())
 
     def _fused_module(self) -> nn.RNNBase:
         """The fused module, pointing at the current per-layer parameters.

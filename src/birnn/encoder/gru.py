@@ -6,9 +6,9 @@ weight gradient one time step at a time. `GRURecurrence` runs the same recurrenc
 several independent directions at once (a matmul per direction and a handful of element-wise
 ops per time step for all of them), keeps the gate values it needs, and computes the backward
 pass in one reverse loop of its own; each weight gradient is then one matmul over all time
-steps. On CPU the matmuls go through oneDNN (`linear`). The input projections are not part
-of it: the caller computes them for every time step with one matmul beforehand
-(`birnn.encoder.birnn.bigru`).
+steps. On CPUs where oneDNN's matmul is faster than the BLAS's, the matmuls go through oneDNN
+(`linear`). The input projections are not part of it: the caller computes them for every
+time step with one matmul beforehand (`birnn.encoder.birnn.bigru`).
 
 The equations are `nn.GRU`'s (gate order r, z, n in the weight rows):
 
@@ -20,6 +20,9 @@ The equations are `nn.GRU`'s (gate order r, z, n in the weight rows):
 
 from __future__ import annotations
 
+import functools
+import time
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -30,22 +33,57 @@ ONEDNN = (torch.backends.mkldnn.is_available()
           and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"))
 
 
+def onednn_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """`x @ weight.T + bias` through oneDNN's matmul (CPU, fp32 or bf16, 2-D `x`)."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
+@functools.cache
+def onednn_is_faster() -> bool:
+    """Whether oneDNN's fp32 matmul beats `torch.matmul`'s (the BLAS, MKL) by 30% or more on
+    this CPU, timed once per process at a GRU step's shape, (32 x 256) @ (256 x 768): about
+    fifteen milliseconds.
+
+    Which is faster depends on the CPU. On the AMD EPYC machine of the committed benchmark
+    MKL ran at about half of oneDNN's rate (at this shape on one core 95 vs 180-196 GFLOP/s;
+    2048^3: 219 vs 492), and the GRU recurrence trained 1.3-1.5x faster with oneDNN. On an
+    Intel Xeon (AMX) MKL was the faster at this shape (oneDNN at 0.75-0.8x its rate, level at
+    2048^3), and the recurrence with oneDNN's matmuls trained at 0.78x of PyTorch's GRU, with
+    `torch.matmul`'s at 1.0x. So the recurrence takes oneDNN only where it measures clearly
+    faster; the margin keeps the choice the same from run to run on either kind of machine.
+    """
+    if not ONEDNN:
+        return False
+    gen = torch.Generator().manual_seed(0)
+    x, weight = torch.randn(32, 256, generator=gen), torch.randn(768, 256, generator=gen)
+
+    def best(step, reps: int = 20) -> float:
+        for _ in range(3):
+            step()
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            for _ in range(reps):
+                step()
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    return best(lambda: x @ weight.t()) >= 1.3 * best(lambda: onednn_linear(x, weight))
+
+
 def _onednn(x: Tensor) -> bool:
-    """Whether `x` can go through oneDNN's matmul (fp32 or bf16 on CPU)."""
-    return ONEDNN and x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16)
+    """Whether `x` goes through oneDNN's matmul: fp32 or bf16 on a CPU where it is faster."""
+    return (ONEDNN and x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16)
+            and onednn_is_faster())
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """`x @ weight.T + bias` for 2-D `x` on CPU through oneDNN, else `F.linear`.
-
-    On the AMD CPUs this was measured on, PyTorch's fp32 matmul (MKL) ran at about half of
-    oneDNN's speed at every shape the GRU uses, e.g. 95 vs 180-240 GFLOP/s on one core for
-    (32 x 256) @ (256 x 768) and (1280 x 512) @ (512 x 1536); ``scripts/benchmark.py`` prints
-    both rates for a large square matmul.
-    `weight` may be a transposed view or a weight packed by `pack`.
+    """`x @ weight.T + bias` for 2-D `x`: through oneDNN on CPUs where its matmul is faster
+    (`onednn_is_faster`), else `F.linear`. `weight` may be a transposed view or a weight
+    packed by `pack`.
     """
     if _onednn(x):
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+        return onednn_linear(x, weight, bias)
     return F.linear(x, weight, bias)
 
 
