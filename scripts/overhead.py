@@ -216,7 +216,7 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=20, help="--profile: untimed steps first")
     parser.add_argument("--op-steps", type=int, default=30,
                         help="--profile: steps under torch.profiler for the operator table")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides before and after options
     out = Path("/tmp") / f"birnn-overhead-{os.getpid()}"
     cfg, datamodule = build(args.overrides, out)
     print(f"data {datamodule.source}: {tokens_in(datamodule):,} training tokens per epoch, "

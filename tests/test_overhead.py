@@ -26,8 +26,9 @@ def overhead():
 
 @pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
 def test_profile_prints_every_phase(overhead, capsys, precision):
-    assert overhead.main(["--profile", "--steps", "6", "--warmup", "1", "--op-steps", "2",
-                          *EXPERIMENT, f"trainer.precision={precision}"]) == 0
+    # overrides on both sides of the options, as in the script's usage lines
+    assert overhead.main([*EXPERIMENT, "--profile", "--steps", "6", "--warmup", "1",
+                          "--op-steps", "2", f"trainer.precision={precision}"]) == 0
     out = capsys.readouterr().out
     shares = []
     for phase in overhead.PHASES:
