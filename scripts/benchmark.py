@@ -89,7 +89,8 @@ try:
 except ImportError:  # a checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT / "src"))
     from birnn import BiRNN
-from birnn.encoder.gru import ONEDNN, onednn_is_faster, onednn_linear  # noqa: E402 (after the path fallback above)
+# after the path fallback above
+from birnn.encoder.gru import ONEDNN, onednn_is_faster, onednn_linear  # noqa: E402
 
 CELL_CLASSES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}

@@ -28,7 +28,7 @@ Batches whose sequences all have the full length take neither: they run padded a
 GRU layers (``gru``) run with PyTorch's recurrence or with birnn's own (`birnn.encoder.gru`:
 both directions in one loop, a hand-written backward pass, oneDNN matmuls), which trains a
 GRU stack 1.2-1.5x faster in fp32 on a CPU whose BLAS is slower than oneDNN (``make bench`` on
-an AMD EPYC), but 0.9x as fast where it is not (an Intel Xeon). ``gru="auto"`` therefore takes
+an AMD EPYC), but 0.8-0.95x as fast where it is not (an Intel Xeon). ``gru="auto"`` therefore takes
 it on CPUs where a probe finds oneDNN's matmul clearly faster (`gru.onednn_is_faster`).
 birnn's runs padded batches only, so a stack with a GRU layer takes the ``reverse`` strategy
 whenever it uses it.
@@ -141,7 +141,7 @@ class BiRNN(nn.Module):
             the fused module always packs.
         gru: the recurrence of GRU layers in the layer-by-layer stack: ``"torch"``
             (``nn.GRU``'s), ``"birnn"`` (`birnn.encoder.gru`: both directions in one loop, a
-            hand-written backward pass, oneDNN matmuls on CPU; it runs the batch padded, as
+            hand-written backward pass, oneDNN matmuls where faster; it runs the batch padded, as
             ``ragged="reverse"`` does), or ``"auto"``: ``birnn`` on CPU
             (``AUTO_BIRNN_GRU_DEVICES``) where oneDNN's matmul measures faster than the
             BLAS's (`birnn.encoder.gru.onednn_is_faster`) unless ``ragged="pack"``, ``torch``

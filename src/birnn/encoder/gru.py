@@ -42,14 +42,14 @@ def onednn_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tens
 def onednn_is_faster() -> bool:
     """Whether oneDNN's fp32 matmul beats `torch.matmul`'s (the BLAS, MKL) by 30% or more on
     this CPU, timed once per process at a GRU step's shape, (32 x 256) @ (256 x 768): about
-    fifteen milliseconds.
+    20 milliseconds.
 
     Which is faster depends on the CPU. On the AMD EPYC machine of the committed benchmark
     MKL ran at about half of oneDNN's rate (at this shape on one core 95 vs 180-196 GFLOP/s;
     2048^3: 219 vs 492), and the GRU recurrence trained 1.3-1.5x faster with oneDNN. On an
     Intel Xeon (AMX) MKL was the faster at this shape (oneDNN at 0.75-0.8x its rate, level at
-    2048^3), and the recurrence with oneDNN's matmuls trained at 0.78x of PyTorch's GRU, with
-    `torch.matmul`'s at 1.0x. So the recurrence takes oneDNN only where it measures clearly
+    2048^3), and the recurrence with oneDNN's matmuls trained at 0.8x of PyTorch's GRU, with
+    `torch.matmul`'s at 0.9-1.0x (so there `gru="auto"` takes PyTorch's GRU). So the recurrence takes oneDNN only where it measures clearly
     faster; the margin keeps the choice the same from run to run on either kind of machine.
     """
     if not ONEDNN:
