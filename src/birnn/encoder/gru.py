@@ -49,8 +49,9 @@ def onednn_is_faster() -> bool:
     2048^3: 219 vs 492), and the GRU recurrence trained 1.3-1.5x faster with oneDNN. On an
     Intel Xeon (AMX) MKL was the faster at this shape (oneDNN at 0.75-0.8x its rate, level at
     2048^3), and the recurrence with oneDNN's matmuls trained at 0.8x of PyTorch's GRU, with
-    `torch.matmul`'s at 0.9-1.0x (so there `gru="auto"` takes PyTorch's GRU). So the recurrence takes oneDNN only where it measures clearly
-    faster; the margin keeps the choice the same from run to run on either kind of machine.
+    `torch.matmul`'s at 0.9-1.0x (so there `gru="auto"` takes PyTorch's GRU). So the
+    recurrence takes oneDNN only where it measures clearly faster; the margin keeps the choice
+    the same from run to run on either kind of machine.
     """
     if not ONEDNN:
         return False
