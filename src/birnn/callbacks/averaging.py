@@ -5,6 +5,7 @@ from __future__ import annotations
 from lightning.pytorch.callbacks import WeightAveraging
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 
+from birnn.encoder.birnn import check_int
 from birnn.errors import ConfigError
 
 
@@ -17,7 +18,8 @@ class WeightEMA(WeightAveraging):
     training all score the averaged model. The raw weights travel in the checkpoint as well, so
     a resumed run continues both.
 
-    Lightning's `EMAWeightAveraging` does the bookkeeping; this adds two things to it:
+    Lightning's `WeightAveraging` does the bookkeeping (the averaged copy, swapping it in for
+    validation, checkpoint contents, resuming); this adds two things to it:
       - one `torch._foreach` update for all tensors instead of a Python loop over them
         (`get_ema_multi_avg_fn`), which keeps the update small next to a training step;
       - evaluation outside `fit` (`trainer.validate/test(ckpt_path=...)` after training) scores
@@ -35,14 +37,9 @@ class WeightEMA(WeightAveraging):
     def __init__(self, decay: float = 0.999, start_step: int = 0):
         if not (isinstance(decay, int | float) and 0.0 < decay < 1.0):
             raise ConfigError(f"callbacks.ema.decay: must be in (0, 1), got {decay!r}")
-        if isinstance(start_step, bool) or not isinstance(start_step, int) or start_step < 0:
-            raise ConfigError(f"callbacks.ema.start_step: must be an int >= 0, got {start_step!r}")
-        super().__init__(multi_avg_fn=get_ema_multi_avg_fn(decay))
-        self.decay = decay
+        check_int("callbacks.ema.start_step", start_step, 0)
+        super().__init__(multi_avg_fn=get_ema_multi_avg_fn(decay))  # updates after every step
         self.start_step = start_step
-
-    def should_update(self, step_idx=None, epoch_idx=None) -> bool:
-        return step_idx is not None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step - 1 <= self.start_step and self._average_model is not None:
