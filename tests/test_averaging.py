@@ -55,8 +55,7 @@ class Probe(L.Callback):
     def on_validation_epoch_start(self, trainer, pl_module):
         self.evaluated.append((trainer.state.fn, len(self.steps), weights(pl_module)))
 
-    def on_test_epoch_start(self, trainer, pl_module):
-        self.evaluated.append((trainer.state.fn, len(self.steps), weights(pl_module)))
+    on_test_epoch_start = on_validation_epoch_start
 
 
 def weights(module) -> dict[str, torch.Tensor]:
