@@ -58,6 +58,8 @@ BAD = [
     (["encoder.ragged=sort"], "encoder.ragged"),
     (["encoder.gru=fast"], "encoder.gru"),
     (["encoder.cell=gru", "encoder.gru=birnn", "encoder.ragged=pack"], "encoder.gru"),
+    (["encoder.directions=parallel"], "encoder.directions"),
+    (["encoder.directions=concurrent", "encoder.ragged=pack"], "encoder.directions"),
     (["model.optimizer.fused=yes"], "model.optimizer.fused"),
     (["encoder.hidden_size=[8,8,8]", "encoder.num_layers=2"], "encoder.hidden_size"),
     (["encoder.merge=[none,concat]"], "encoder.merge"),

@@ -140,9 +140,9 @@ def batch_input(lengths=LENGTHS, total=T, width=INPUT):
     return torch.randn(len(lengths), total, width), torch.tensor(lengths)
 
 
-def twin(model, impl, ragged=None, gru=None):
-    """A BiRNN with the same config and weights as `model` but another impl (or ragged, or
-    GRU recurrence)."""
+def twin(model, impl, ragged=None, gru=None, directions=None):
+    """A BiRNN with the same config and weights as `model` but another impl (or ragged, GRU
+    recurrence, or way of running the two directions)."""
     other = BiRNN(
         model.input_size,
         model.hidden_sizes,
@@ -153,6 +153,7 @@ def twin(model, impl, ragged=None, gru=None):
         residual=any(model.residuals),
         ragged=ragged or model.ragged,
         gru=gru or model.gru,
+        directions=directions or model.directions,
     )
     other.load_state_dict(model.state_dict())
     return other.train(model.training)

@@ -801,6 +801,7 @@ OPTIONS = [
     ["model.optimizer.fused=false", "trainer.gradient_clip_val=0.5",
      "+trainer.gradient_clip_algorithm=value"],
     ["encoder.ragged=pack"],
+    ["encoder.directions=concurrent", "encoder.cell=[gru,lstm]", "trainer.precision=bf16-mixed"],
 ]
 
 

@@ -33,6 +33,12 @@ it on CPUs where a probe finds oneDNN's matmul clearly faster (`gru.onednn_is_fa
 birnn's runs padded batches only, so a stack with a GRU layer takes the ``reverse`` strategy
 whenever it uses it.
 
+``directions="concurrent"`` trains the two directions of each layer at the same time on two
+threads on CPU, forward and backward (`birnn.encoder.concurrent`, which has the measurements):
+it helped GRU stacks over long sentences and slowed LSTM stacks over short ones, so it is not
+the default. It runs the ``reverse`` strategy (full batches included), and not for layers that
+birnn's GRU recurrence runs (that already advances both directions in one loop).
+
 Two implementations compute the same function with the same parameters:
 
 - ``layered``: one single-layer bidirectional ``nn.LSTM/GRU/RNN`` per layer, merge in between.
@@ -57,6 +63,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from birnn.encoder import gru as gru_module
+from birnn.encoder.concurrent import two_directions
 from birnn.encoder.gru import GRURecurrence, Linear
 from birnn.errors import ConfigError
 
@@ -65,6 +72,7 @@ MERGES = ("concat", "sum", "mul", "ave", "none")
 IMPLS = ("auto", "fused", "layered")
 RAGGED = ("auto", "pack", "reverse")
 GRUS = ("auto", "torch", "birnn")
+DIRECTIONS = ("serial", "concurrent")
 INITS = ("default", "orthogonal")
 DROPOUT_KINDS = ("standard", "locked")
 
@@ -146,6 +154,11 @@ class BiRNN(nn.Module):
             (``AUTO_BIRNN_GRU_DEVICES``) where oneDNN's matmul measures faster than the
             BLAS's (`birnn.encoder.gru.onednn_is_faster`) unless ``ragged="pack"``, ``torch``
             elsewhere. Same outputs either way.
+        directions: how the layer-by-layer stack runs the two directions of a layer while
+            training on CPU: ``"serial"`` (one after the other, each op on all intra-op
+            threads) or ``"concurrent"`` (on two threads with half of the intra-op threads
+            each, in the forward and the backward pass; padded, as ``ragged="reverse"``
+            runs). Inference and other devices run serial. Same outputs either way.
         residual: add each layer's input to its merged output wherever the two have the same
             width (layers after the first; e.g. every layer of a ``sum`` stack of equal width,
             or a ``concat`` stack from the second layer on). An error when no layer qualifies.
@@ -177,6 +190,7 @@ class BiRNN(nn.Module):
         forget_bias: float | None = None,
         ragged: str = "auto",
         gru: str = "auto",
+        directions: str = "serial",
     ):
         super().__init__()
         lengths = {n for n in map(_list_length, (hidden_size, cell, merge)) if n is not None}
@@ -207,6 +221,12 @@ class BiRNN(nn.Module):
             raise ConfigError(f"ragged: unknown {ragged!r} (valid: {', '.join(RAGGED)})")
         if gru not in GRUS:
             raise ConfigError(f"gru: unknown {gru!r} (valid: {', '.join(GRUS)})")
+        if directions not in DIRECTIONS:
+            raise ConfigError(
+                f"directions: unknown {directions!r} (valid: {', '.join(DIRECTIONS)})")
+        if directions == "concurrent" and ragged == "pack":
+            raise ConfigError("directions: 'concurrent' runs batches padded, which "
+                              "ragged='pack' rules out; use ragged=auto or ragged=reverse")
         if gru == "birnn" and ragged == "pack":
             raise ConfigError("gru: 'birnn' runs batches padded, which ragged='pack' rules out; "
                               "use ragged=auto or ragged=reverse, or gru=torch")
@@ -228,6 +248,7 @@ class BiRNN(nn.Module):
         self.impl = impl
         self.ragged = ragged
         self.gru = gru
+        self.directions = directions
 
         self.dropout_kind = dropout_kind
 
@@ -339,6 +360,12 @@ class BiRNN(nn.Module):
         return (device.type in AUTO_BIRNN_GRU_DEVICES and self.ragged != "pack"
                 and gru_module.onednn_is_faster())
 
+    def use_concurrent(self, device: torch.device) -> bool:
+        """Whether the layer-by-layer stack now trains the two directions of its layers
+        (those birnn's GRU recurrence does not run) on two threads."""
+        return (self.directions == "concurrent" and device.type == "cpu"
+                and torch.is_grad_enabled())
+
     def _fused_module(self) -> nn.RNNBase:
         """The fused module, pointing at the current per-layer parameters.
 
@@ -393,8 +420,11 @@ class BiRNN(nn.Module):
         ragged = not bool((lengths == total).all())
         fused = self.use_fused(x.device)
         birnn_gru = not fused and self.use_birnn_gru(x.device)
-        # birnn's GRU runs padded (full batches too): the reversal strategy for every layer
-        reverse = not fused and (birnn_gru or (ragged and self.use_reverse(x.device)))
+        concurrent = not fused and self.use_concurrent(x.device)
+        # birnn's GRU and concurrent directions run padded (full batches too): the reversal
+        # strategy for every layer
+        reverse = not fused and (birnn_gru or concurrent
+                                 or (ragged and self.use_reverse(x.device)))
         # Pack only when lengths differ and the reversal strategy is not taken: a full batch
         # runs on the padded tensor directly (same numbers; PyTorch's CPU GRU trains markedly
         # slower on packed input).
@@ -435,6 +465,8 @@ class BiRNN(nn.Module):
                     data = dropout(data, self.dropout, self.training)
                 if reverse and birnn_gru and self.cells[k] == "gru":
                     forward, backward = bigru(layer, data, index)
+                elif concurrent:
+                    forward, backward = concurrent_pair(layer, self.cells[k], data, index)
                 elif reverse:
                     forward = run_direction(layer, self.cells[k], data, reverse=False)
                     backward = ReverseWithin.apply(run_direction(
@@ -481,6 +513,8 @@ class BiRNN(nn.Module):
             extra += f", dropout_kind={self.dropout_kind}"
         if "gru" in self.cells:
             extra += f", gru={self.gru}"
+        if self.directions != "serial":
+            extra += f", directions={self.directions}"
         return (
             f"cells={self.cells}, hidden={self.hidden_sizes}, merges={self.merges}, "
             f"dropout={self.dropout}, impl={self.impl}, output_size={self.output_size}{extra}"
@@ -497,11 +531,37 @@ def run_direction(layer: nn.RNNBase, cell: str, data: Tensor, reverse: bool) -> 
     suffix = "_l0_reverse" if reverse else "_l0"
     weights = [getattr(layer, name + suffix)
                for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-    h0 = data.new_zeros(1, data.size(0), layer.hidden_size)
-    args = (weights, True, 1, 0.0, layer.training, False, True)
+    return direction(cell, data, weights, layer.training)
+
+
+def direction(cell: str, data: Tensor, weights: list[Tensor], training: bool) -> Tensor:
+    """One direction of a `cell` layer with `[weight_ih, weight_hh, bias_ih, bias_hh]` over
+    padded `data` (B, T, W), from t = 0 up, from a zero state: outputs (B, T, H)."""
+    h0 = data.new_zeros(1, data.size(0), weights[1].size(1))
+    args = (weights, True, 1, 0.0, training, False, True)
     if cell == "lstm":
         return _RNN_OPS[cell](data, (h0, h0), *args)[0]
     return _RNN_OPS[cell](data, h0, *args)[0]
+
+
+def concurrent_pair(layer: nn.RNNBase, cell: str, data: Tensor,
+                    index: Tensor) -> tuple[Tensor, Tensor]:
+    """Both directions of a single-layer bidirectional `layer` over padded `data` (B, T, W),
+    as the ``reverse`` strategy computes them (`run_direction`), on two threads
+    (`birnn.encoder.concurrent.two_directions`): forward and backward outputs (B, T, H)."""
+    names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+    forward = [getattr(layer, name + "_l0") for name in names]
+    backward = [getattr(layer, name + "_l0_reverse") for name in names]
+
+    def run_forward(data: Tensor, *weights: Tensor) -> Tensor:
+        return direction(cell, data, list(weights), layer.training)
+
+    def run_backward(data: Tensor, *weights: Tensor) -> Tensor:
+        reversed_data = ReverseWithin.apply(data, index)
+        return ReverseWithin.apply(direction(cell, reversed_data, list(weights),
+                                             layer.training), index)
+
+    return two_directions(run_forward, [data, *forward], run_backward, [data, *backward])
 
 
 def bigru(layer: nn.GRU, data: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:

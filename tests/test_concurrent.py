@@ -1,0 +1,147 @@
+"""`directions="concurrent"` (`birnn.encoder.concurrent`): the two directions of each layer
+trained on two threads.
+
+Checked against computations that do not use it: the per-sequence reference of
+`test_encoder.py` (separate unidirectional PyTorch modules, merged by hand) for values, and
+PyTorch's packed bidirectional modules (`ragged="pack"`) for values and every gradient.
+"""
+
+import threading
+
+import pytest
+import torch
+from test_encoder import (
+    INPUT,
+    assert_close,
+    assert_same_values_and_gradients,
+    batch_input,
+    reference_forward,
+    twin,
+)
+
+from birnn import BiRNN
+from birnn.encoder import birnn as encoder_module
+from birnn.errors import ConfigError
+
+STACKS = [
+    (["lstm", "lstm"], ["concat", "sum"]),
+    (["gru", "gru"], ["mul", "ave"]),
+    (["rnn", "gru", "lstm"], ["concat", "ave", "none"]),
+]
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.mark.parametrize(("cells", "merges"), STACKS)
+def test_training_forward_matches_reference(cells, merges):
+    hiddens = [4] * len(cells)
+    model = BiRNN(INPUT, hiddens, cells, merge=merges, gru="torch", directions="concurrent")
+    x, lengths = batch_input()
+    assert model.training and torch.is_grad_enabled() and model.use_concurrent(x.device)
+    outputs, final = model(x, lengths)
+    expected = reference_forward(model, cells, hiddens, merges, x, lengths.tolist())
+    assert_close(outputs, expected[0])
+    assert_close(final, expected[1])
+
+
+@pytest.mark.parametrize(("cells", "merges"), STACKS)
+@pytest.mark.parametrize("full", [False, True])
+def test_values_and_gradients_equal_packed_modules(cells, merges, full):
+    packed = BiRNN(INPUT, 4, cells, merge=merges, gru="torch", ragged="pack")
+    concurrent = twin(packed, "layered", ragged="auto", directions="concurrent")
+    x, lengths = batch_input()
+    if full:
+        lengths = torch.full_like(lengths, x.size(1))
+    _, x_grad = assert_same_values_and_gradients(packed, concurrent, x, lengths)
+    for i, n in enumerate(lengths.tolist()):
+        assert torch.all(x_grad[i, n:] == 0)
+
+
+def record_directions(monkeypatch):
+    """Patch the one-direction function to record (thread name, output dtype) per call."""
+    calls = []
+    direction = encoder_module.direction
+
+    def recording(*args, **kwargs):
+        out = direction(*args, **kwargs)
+        calls.append((threading.current_thread().name, out.dtype))
+        return out
+
+    monkeypatch.setattr(encoder_module, "direction", recording)
+    return calls
+
+
+def test_directions_run_on_two_threads_under_the_callers_autocast(monkeypatch):
+    model = BiRNN(INPUT, 8, ["lstm", "gru"], merge="sum", gru="torch", directions="concurrent")
+    x, lengths = batch_input()
+    calls = record_directions(monkeypatch)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        outputs, _ = model(x, lengths)
+    outputs.float().sum().backward()
+    threads = {name for name, _ in calls}
+    assert len(calls) == 4 and len(threads) == 2, calls
+    assert threading.current_thread().name in threads
+    # autocast is per thread: the worker's direction ran in bf16 like the caller's
+    assert {dtype for _, dtype in calls} == {torch.bfloat16}, calls
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_bf16_matches_serial_run():
+    serial = BiRNN(INPUT, 8, ["gru", "lstm"], merge="concat", gru="torch", ragged="reverse")
+    concurrent = twin(serial, "layered", directions="concurrent")
+    x, lengths = batch_input()
+
+    def close(got, expected):
+        assert_close(got, expected, atol=2e-2)
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert_same_values_and_gradients(serial, concurrent, x, lengths, close=close)
+
+
+def test_inference_runs_serial(monkeypatch):
+    model = BiRNN(INPUT, 4, "gru", 2, merge="sum", gru="torch", directions="concurrent")
+    x, lengths = batch_input()
+    calls = record_directions(monkeypatch)
+    with torch.no_grad():
+        assert not model.use_concurrent(x.device)
+        model(x, lengths)
+    assert {name for name, _ in calls} <= {threading.current_thread().name}
+
+
+def test_thread_count_restored_when_a_direction_fails(monkeypatch):
+    model = BiRNN(INPUT, 4, "lstm", merge="concat", directions="concurrent")
+    x, lengths = batch_input()
+    threads = torch.get_num_threads()
+    direction = encoder_module.direction
+
+    def failing(*args, **kwargs):
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError("worker direction failed")
+        return direction(*args, **kwargs)
+
+    monkeypatch.setattr(encoder_module, "direction", failing)
+    with pytest.raises(RuntimeError, match="worker direction failed"):
+        model(x, lengths)
+    assert torch.get_num_threads() == threads
+    monkeypatch.setattr(encoder_module, "direction", direction)
+    model(x, lengths)[0].sum().backward()  # the worker still serves the next call
+    assert torch.get_num_threads() == threads
+
+
+def test_serial_is_the_default():
+    model = BiRNN(INPUT, 4)
+    assert model.directions == "serial" and not model.use_concurrent(torch.device("cpu"))
+    assert not BiRNN(INPUT, 4, directions="concurrent").use_concurrent(torch.device("cuda"))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "shown"),
+    [({"directions": "parallel"}, "concurrent"),
+     ({"directions": "concurrent", "ragged": "pack"}, "ragged")],
+)
+def test_config_errors(kwargs, shown):
+    with pytest.raises(ConfigError, match=shown):
+        BiRNN(INPUT, 4, **kwargs)
