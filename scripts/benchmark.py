@@ -38,7 +38,9 @@ Implementations per configuration:
   add the GRU recurrence ``gru="auto"`` does not take: ``birnn-torch-gru``, the same stack
   with ``gru="torch"`` (PyTorch's recurrence), on CPUs where auto takes birnn's
   (`birnn.encoder.gru`, where oneDNN's matmul is the faster), else ``birnn-own-gru``
-  (``gru="birnn"``).
+  (``gru="birnn"``). On CPU, ``birnn-concurrent`` is the layer-by-layer stack with
+  ``directions="concurrent"`` (each layer's two directions trained on two threads; its
+  inference runs serial, as the others').
 - ``layered-loop``: the simplest hand-written stack, a list of single-layer bidirectional
   ``nn.LSTM/GRU`` modules with the merge done by hand on padded tensors (no packing).
 - ``torch-fused``: ``nn.LSTM/GRU(num_layers=L, bidirectional=True, batch_first=True)`` on the
@@ -116,8 +118,8 @@ QUICK_GRID = {
     "warmup": 2,
 }
 CONTENTION_FACTOR = 10  # multi-thread probe this many times slower than 1 thread: contended
-IMPL_ORDER = ("birnn-layered", "birnn-packed", "birnn-torch-gru", "birnn-own-gru", "birnn-fused",
-              "layered-loop", "torch-fused", "keras")
+IMPL_ORDER = ("birnn-layered", "birnn-packed", "birnn-torch-gru", "birnn-own-gru",
+              "birnn-concurrent", "birnn-fused", "layered-loop", "torch-fused", "keras")
 RAGGED_MIN = 0.8  # ragged batches: lengths uniform in [RAGGED_MIN * T, T]
 
 
@@ -239,11 +241,12 @@ def candidates(cfg: Config, input_size: int, seed: int) -> dict[str, Callable[[]
 
         return make
 
-    def birnn(impl: str, ragged: str = "auto", gru: str = "auto") -> Callable[[], nn.Module]:
+    def birnn(impl: str, ragged: str = "auto", gru: str = "auto",
+              directions: str = "serial") -> Callable[[], nn.Module]:
         return seeded(
             lambda: BiRNNOutputs(
                 BiRNN(input_size, cfg.hidden, cells, cfg.layers, cfg.merge, impl=impl,
-                      ragged=ragged, gru=gru)
+                      ragged=ragged, gru=gru, directions=directions)
             )
         )
 
@@ -253,6 +256,8 @@ def candidates(cfg: Config, input_size: int, seed: int) -> dict[str, Callable[[]
     if "gru" in cells:  # the GRU recurrence `gru="auto"` does not take here, for comparison
         other = other_gru(cfg, input_size)
         builders[other] = birnn("layered", gru=OTHER_GRU[other])
+    if cfg.device == "cpu":
+        builders["birnn-concurrent"] = birnn("layered", directions="concurrent")
     if len(set(cells)) == 1 and cfg.merge == "concat":
         builders["birnn-fused"] = birnn("fused")
     builders["layered-loop"] = seeded(lambda: LayeredLoop(input_size, cfg.hidden, cells, cfg.merge))
@@ -584,13 +589,15 @@ def keras_records(cfgs: list[Config], args) -> list[dict]:
 
 
 def add_keras_ratios(results: list[dict]) -> None:
-    """birnn's (impl=auto, full lengths) training tok/s over Keras' fp32 figure for the same
-    stack, set as `vs_keras` on the birnn rows of every precision."""
+    """birnn's training tok/s over Keras' fp32 figure for the same stack (full lengths), set
+    as `vs_keras` on the rows of every precision of what impl=auto runs and of
+    `birnn-concurrent` (the option that runs both directions at once, as Keras does here)."""
     keras = {(r["cell"], r["merge"], r["layers"], r["hidden"]): r["train_tok_s"]
              for r in results if r["impl"] == "keras"}
     for r in results:
         key = (r["cell"], r["merge"], r["layers"], r["hidden"])
-        if r.get("auto") and r["lengths"] == "full" and key in keras:
+        compared = r.get("auto") or r["impl"] == "birnn-concurrent"
+        if compared and r["lengths"] == "full" and key in keras:
             r["vs_keras"] = r["train_tok_s"] / keras[key]
 
 
@@ -598,11 +605,13 @@ def keras_markdown(results: list[dict]) -> str:
     rows = [r for r in results if "vs_keras" in r]
     if not rows:
         return ""
-    lines = ["| cell | merge | L | H | device | prec | birnn train tok/s | Keras fp32 tok/s "
-             "| birnn / Keras |", "|---|---|---:|---:|---|---|---:|---:|---:|"]
+    lines = ["| cell | merge | L | H | device | prec | birnn | birnn train tok/s "
+             "| Keras fp32 tok/s | birnn / Keras |",
+             "|---|---|---:|---:|---|---|---|---:|---:|---:|"]
     for r in rows:
+        option = "directions=concurrent" if r["impl"] == "birnn-concurrent" else "auto"
         lines.append(f"| {r['cell']} | {r['merge']} | {r['layers']} | {r['hidden']} "
-                     f"| {r['device']} | {r['precision']} | {r['train_tok_s']:,.0f} "
+                     f"| {r['device']} | {r['precision']} | {option} | {r['train_tok_s']:,.0f} "
                      f"| {r['train_tok_s'] / r['vs_keras']:,.0f} | {r['vs_keras']:.2f}x |")
     return "\n".join(lines) + "\n"
 
@@ -820,9 +829,9 @@ def write_outputs(out: Path, header: dict, results: list[dict], profiles: list[d
     text = "# Encoder benchmark\n\n" + table
     peer = keras_markdown(results)
     if peer:
-        text += ("\n## Against Keras\n\nTraining tokens/s of birnn (impl=auto) over Keras "
-                 "`Bidirectional` stacks (fp32), same shapes, full-length batches, same run.\n\n"
-                 + peer)
+        text += ("\n## Against Keras\n\nTraining tokens/s of birnn (what impl=auto runs, and "
+                 "with `directions=concurrent` on CPU) over Keras `Bidirectional` stacks "
+                 "(fp32), same shapes, full-length batches, same run.\n\n" + peer)
     if profiles:
         text += "\n## Tagger training step breakdown\n\n" + profile_markdown(profiles)
     (out / "results.md").write_text(text)

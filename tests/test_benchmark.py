@@ -114,6 +114,8 @@ def test_impls_and_ratios(run):
             expected.add("birnn-torch-gru" if auto_takes_birnn else "birnn-own-gru")
         if fused_applies:
             expected |= {"birnn-fused", "torch-fused"}
+        if impls["birnn-layered"]["device"] == "cpu":
+            expected.add("birnn-concurrent")
         assert set(impls) == expected
         assert sum(r["auto"] for name, r in impls.items() if name.startswith("birnn-")) == 1
         for name, rec in impls.items():
@@ -178,13 +180,15 @@ def test_keras_ratios_pair_each_stack_with_its_keras_row(bench):
         row("birnn-fused", "fp32", 900.0, auto=False),  # not what auto runs: no ratio
         row("birnn-layered", "fp32", 250.0, lengths="ragged", auto=True),  # Keras: full only
         row("birnn-layered", "fp32", 100.0, merge="mul", auto=True),  # no Keras row for mul
+        row("birnn-concurrent", "fp32", 500.0, auto=False),  # the concurrent option: a ratio
         row("keras", "fp32", 200.0),
     ]
     bench.add_keras_ratios(results)
-    assert [r.get("vs_keras") for r in results] == [1.5, 3.0, None, None, None, None]
+    assert [r.get("vs_keras") for r in results] == [1.5, 3.0, None, None, None, 2.5, None]
     table = bench.keras_markdown(results)
-    assert "| 300 | 200 | 1.50x |" in table and "| 600 | 200 | 3.00x |" in table
-    assert len(table.strip().splitlines()) == 2 + 2
+    assert "| auto | 300 | 200 | 1.50x |" in table and "| auto | 600 | 200 | 3.00x |" in table
+    assert "| directions=concurrent | 500 | 200 | 2.50x |" in table
+    assert len(table.strip().splitlines()) == 2 + 3
 
 
 @pytest.mark.parametrize("merge", ["concat", "sum", "mul", "ave"])
