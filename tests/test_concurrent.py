@@ -21,6 +21,7 @@ from test_encoder import (
 
 from birnn import BiRNN
 from birnn.encoder import birnn as encoder_module
+from birnn.encoder.concurrent import two_directions
 from birnn.errors import ConfigError
 
 STACKS = [
@@ -145,3 +146,20 @@ def test_serial_is_the_default():
 def test_config_errors(kwargs, shown):
     with pytest.raises(ConfigError, match=shown):
         BiRNN(INPUT, 4, **kwargs)
+
+
+def test_two_directions_without_gradients_runs_both_threads():
+    """Under no_grad the two functions still run on two threads, without building a graph."""
+    seen = []
+
+    def record(x, w):
+        seen.append(threading.current_thread().name)
+        return x @ w
+
+    x, w1, w2 = torch.randn(3, 4), torch.randn(4, 2, requires_grad=True), torch.randn(4, 5)
+    with torch.no_grad():
+        a, b = two_directions(record, [x, w1], record, [x, w2])
+    assert len(set(seen)) == 2
+    torch.testing.assert_close(a, x @ w1.detach())
+    torch.testing.assert_close(b, x @ w2)
+    assert not a.requires_grad and a.grad_fn is None

@@ -528,10 +528,15 @@ def run_direction(layer: nn.RNNBase, cell: str, data: Tensor, reverse: bool) -> 
     Calls the functional op behind `nn.LSTM/GRU/RNN` (the module calls the same one), so on
     CPU an LSTM takes the oneDNN kernel and autocast applies as it does to the module.
     """
+    return direction(cell, data, direction_weights(layer, reverse), layer.training)
+
+
+def direction_weights(layer: nn.RNNBase, reverse: bool) -> list[Tensor]:
+    """`[weight_ih, weight_hh, bias_ih, bias_hh]` of one direction of a single-layer
+    bidirectional `layer`."""
     suffix = "_l0_reverse" if reverse else "_l0"
-    weights = [getattr(layer, name + suffix)
-               for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-    return direction(cell, data, weights, layer.training)
+    return [getattr(layer, name + suffix)
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
 
 
 def direction(cell: str, data: Tensor, weights: list[Tensor], training: bool) -> Tensor:
@@ -549,10 +554,6 @@ def concurrent_pair(layer: nn.RNNBase, cell: str, data: Tensor,
     """Both directions of a single-layer bidirectional `layer` over padded `data` (B, T, W),
     as the ``reverse`` strategy computes them (`run_direction`), on two threads
     (`birnn.encoder.concurrent.two_directions`): forward and backward outputs (B, T, H)."""
-    names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-    forward = [getattr(layer, name + "_l0") for name in names]
-    backward = [getattr(layer, name + "_l0_reverse") for name in names]
-
     def run_forward(data: Tensor, *weights: Tensor) -> Tensor:
         return direction(cell, data, list(weights), layer.training)
 
@@ -561,7 +562,8 @@ def concurrent_pair(layer: nn.RNNBase, cell: str, data: Tensor,
         return ReverseWithin.apply(direction(cell, reversed_data, list(weights),
                                              layer.training), index)
 
-    return two_directions(run_forward, [data, *forward], run_backward, [data, *backward])
+    return two_directions(run_forward, [data, *direction_weights(layer, False)],
+                          run_backward, [data, *direction_weights(layer, True)])
 
 
 def bigru(layer: nn.GRU, data: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
