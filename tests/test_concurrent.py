@@ -6,6 +6,8 @@ Checked against computations that do not use it: the per-sequence reference of
 PyTorch's packed bidirectional modules (`ragged="pack"`) for values and every gradient.
 """
 
+import multiprocessing
+import os
 import threading
 
 import pytest
@@ -163,3 +165,22 @@ def test_two_directions_without_gradients_runs_both_threads():
     torch.testing.assert_close(a, x @ w1.detach())
     torch.testing.assert_close(b, x @ w2)
     assert not a.requires_grad and a.grad_fn is None
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_forked_child_starts_its_own_worker():
+    """A child forked after the worker thread started (the thread is not copied) can still
+    train concurrently instead of waiting forever on the parent's thread."""
+    model = BiRNN(INPUT, 4, "gru", merge="sum", gru="torch", directions="concurrent")
+    x, lengths = batch_input()
+    model(x, lengths)[0].sum().backward()  # starts the worker in this process
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        result = pool.apply_async(_train_once, (model,))
+        assert result.get(timeout=60) is True
+
+
+def _train_once(model):
+    x, lengths = batch_input()
+    model(x, lengths)[0].sum().backward()
+    return all(p.grad is not None for p in model.parameters())

@@ -32,6 +32,7 @@ are per thread in PyTorch, so the worker thread enters the caller's.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -43,6 +44,15 @@ Direction = Callable[..., Tensor]
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
+
+
+def _forget_pool() -> None:
+    # a forked child has no copy of the worker thread: it starts a pool of its own
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool)
 
 
 def _worker() -> ThreadPoolExecutor:
