@@ -294,16 +294,23 @@ def assert_same_values_and_gradients(a, b, x, lengths, close=None):
     return out_b, x_b.grad
 
 
+def assert_same_stack(a, b, full=False):
+    """`assert_same_values_and_gradients` for `a` and `b` on a ragged batch (a full-length one
+    with `full`), and no gradient reaches the padded input positions."""
+    x, lengths = batch_input()
+    if full:
+        lengths = torch.full_like(lengths, x.size(1))
+    _, x_grad = assert_same_values_and_gradients(a, b, x, lengths)
+    for i, n in enumerate(lengths.tolist()):
+        assert torch.all(x_grad[i, n:] == 0)
+
+
 @pytest.mark.parametrize(("cell", "num_layers", "last"), FUSABLE)
 def test_fused_equals_layered_values_and_gradients(cell, num_layers, last):
     merges = ["concat"] * (num_layers - 1) + [last]
     layered = BiRNN(INPUT, 4, cell, num_layers, merge=merges, impl="layered")
     fused = twin(layered, "fused")
-    x, lengths = batch_input()
-    _, x_grad = assert_same_values_and_gradients(layered, fused, x, lengths)
-    # padded positions of the input get no gradient
-    for i, n in enumerate(lengths.tolist()):
-        assert torch.all(x_grad[i, n:] == 0)
+    assert_same_stack(layered, fused)
 
 
 def test_auto_ragged_reverses_on_cpu_only():
@@ -334,10 +341,7 @@ def test_reverse_equals_pack_values_and_gradients(cells, merges, residual):
     (the reference above checks values only; the packed path is PyTorch's own)."""
     packed = BiRNN(INPUT, 4, cells, merge=merges, residual=residual, ragged="pack")
     reverse = twin(packed, "layered", ragged="reverse")
-    x, lengths = batch_input()
-    _, x_grad = assert_same_values_and_gradients(packed, reverse, x, lengths)
-    for i, n in enumerate(lengths.tolist()):
-        assert torch.all(x_grad[i, n:] == 0)
+    assert_same_stack(packed, reverse)
 
 
 @pytest.mark.parametrize("layer_index", [0, 1, 2])
