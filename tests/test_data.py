@@ -16,6 +16,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import datasets
 import pyarrow as pa
@@ -642,3 +643,47 @@ def test_bucket_sampler_shards_across_ranks(sample_ner, n, epoch):
     other = BucketBatchSampler(lengths, 20, shuffle=True, pool_batches=10, seed=7)
     other.set_epoch(epoch + 1)
     assert list(other) != all_batches
+
+
+@pytest.mark.parametrize("replicas", [2, 3])
+@pytest.mark.parametrize("n", [1000, 997])
+def test_eval_batches_shard_without_padding(sample_ner, replicas, n):
+    lengths = sample_ner.splits["train"].lengths[:n]
+    single = list(BucketBatchSampler(lengths, 20, shuffle=False))
+    shards = []
+    for rank in range(replicas):
+        sampler = BucketBatchSampler(lengths, 20, shuffle=False, num_replicas=replicas, rank=rank)
+        shards.append(list(sampler))
+        assert len(shards[-1]) == len(sampler)
+    # every sample scored exactly once across the processes, in the single process's batches
+    counts = Counter(i for shard in shards for batch in shard for i in batch)
+    assert sorted(counts) == list(range(n)) and set(counts.values()) == {1}
+    assert sorted(map(tuple, (b for shard in shards for b in shard))) \
+        == sorted(map(tuple, single))
+    assert max(map(len, shards)) - min(map(len, shards)) <= 1
+
+
+def loader_indices(loader) -> list[int]:
+    return [i for batch in loader for i in batch["index"].tolist()]
+
+
+def test_datamodule_shards_validation_not_test_under_ddp():
+    dm = TaggingDataModule(dir=str(SAMPLE_NER), batch_size=32, eval_batch_size=16)
+    dm.setup()
+    n_val, n_test = len(dm.splits["validation"]), len(dm.splits["test"])
+    assert n_val > 2 * 16  # at least two validation batches
+    val, test = [], []
+    for rank in range(2):
+        dm.trainer = SimpleNamespace(world_size=2, global_rank=rank, current_epoch=0)
+        val.append(loader_indices(dm.val_dataloader()))
+        test.append(loader_indices(dm.test_dataloader()))
+    assert set(val[0]).isdisjoint(val[1])
+    assert sorted(val[0] + val[1]) == list(range(n_val))
+    # every process scores the whole test split (its predictions are written from one)
+    assert sorted(test[0]) == sorted(test[1]) == list(range(n_test))
+
+    # fewer validation batches than processes: every process scores every sentence
+    dm.eval_batch_size = n_val
+    for rank in range(2):
+        dm.trainer = SimpleNamespace(world_size=2, global_rank=rank, current_epoch=0)
+        assert sorted(loader_indices(dm.val_dataloader())) == list(range(n_val))

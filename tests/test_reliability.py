@@ -391,3 +391,8 @@ def test_ddp_two_cpu_processes(tmp_path):
     assert test["test/f1"] == pytest.approx(metrics["test"]["f1"], abs=1e-6)
     assert test["test/precision"] == pytest.approx(metrics["test"]["precision"], abs=1e-6)
     assert test["test/recall"] == pytest.approx(metrics["test"]["recall"], abs=1e-6)
+    # the validation batches were shared out between the processes: their summed counts and
+    # the loss averaged over both give the single process's scores
+    val = trainer.validate(model, datamodule=datamodule, verbose=False)[0]
+    assert val["val/f1"] == pytest.approx(metrics["val"]["f1"], abs=1e-6)
+    assert val["val/loss"] == pytest.approx(metrics["val"]["loss"], rel=1e-5)

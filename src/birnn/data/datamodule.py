@@ -9,6 +9,7 @@ with the length-bucketed sampler. The vocabularies travel in the checkpoint
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -264,12 +265,20 @@ class SequenceDataModule(L.LightningDataModule):
         }
 
     def batch_sampler(self, split: str, train: bool) -> BucketBatchSampler:
+        # Under DDP the processes share the training batches and the validation batches (the
+        # metrics sum their counts across processes). Each process scores the whole test
+        # split: the test predictions written after it must all be in the first process.
         replicas, rank = 1, 0
-        if train and self.trainer is not None:
+        if self.trainer is not None and (train or split == "validation"):
             replicas, rank = self.trainer.world_size, self.trainer.global_rank
+        size = self.batch_size if train else self.eval_batch_size
+        if not train and math.ceil(len(self.splits[split]) / size) < replicas:
+            # a process without a batch would skip the metric synchronisation that the
+            # others wait in at the end of the epoch, so then every process scores them all
+            replicas, rank = 1, 0
         return BucketBatchSampler(
             self.splits[split].lengths,
-            self.batch_size if train else self.eval_batch_size,
+            size,
             shuffle=train,
             pool_batches=100 if self.bucketing else 1,
             seed=self.seed,

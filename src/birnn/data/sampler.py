@@ -18,7 +18,9 @@ class BucketBatchSampler(Sampler[list[int]]):
     process of a distributed run draws the same batches and takes every ``num_replicas``-th
     one: each sample is seen once per epoch across processes.
 
-    Evaluation order (``shuffle=False``): all indices sorted by length, then batched.
+    Evaluation order (``shuffle=False``): all indices sorted by length, then batched; with
+    several processes each takes every ``num_replicas``-th batch, without padding, so each
+    sample is scored exactly once across processes (the counts may differ by one batch).
 
     Args:
         lengths: length of each sequence.
@@ -84,6 +86,8 @@ class BucketBatchSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         batches = self._all_batches()
+        if self.num_replicas > 1 and not self.shuffle:
+            return iter(batches[self.rank :: self.num_replicas])
         if self.num_replicas > 1:
             # pad by repeating the first batches so every process runs the same number of steps
             total = len(self) * self.num_replicas
@@ -94,6 +98,8 @@ class BucketBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         count = math.ceil(len(self.lengths) / self.batch_size)
+        if not self.shuffle:
+            return len(range(self.rank, count, self.num_replicas))
         if self.shuffle and self.pool_batches > 1:
             # pools are cut separately, so the last batch of each pool may be short
             pool = self.batch_size * self.pool_batches

@@ -74,7 +74,8 @@ class SentenceClassifier(BiRNNModule):
     def _evaluate(self, batch, metrics: MetricCollection, prefix: str) -> Tensor:
         logits = self(batch["words"], batch["lengths"])
         self.log(f"{prefix}/loss", F.cross_entropy(logits, batch["label"]),
-                 batch_size=len(batch["lengths"]))
+                 batch_size=len(batch["lengths"]),
+                 sync_dist=True)  # the mean over every process's batches
         metrics.update(logits, batch["label"])
         return logits.argmax(-1)
 

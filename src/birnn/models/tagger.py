@@ -87,7 +87,8 @@ class TokenTagger(BiRNNModule):
     def _evaluate(self, batch, metric: SpanF1, prefix: str) -> list[list[int]]:
         logits = self(batch["words"], batch["lengths"], **self.features(batch))
         self.log(f"{prefix}/loss", self.loss(logits, batch["tags"], batch["lengths"]),
-                 batch_size=len(batch["lengths"]))
+                 batch_size=len(batch["lengths"]),
+                 sync_dist=True)  # the mean over every process's batches
         preds = self.decode_scores(logits, batch["lengths"])
         padded = torch.zeros_like(batch["tags"])
         for i, p in enumerate(preds):
