@@ -242,7 +242,7 @@ def candidates(cfg: Config, input_size: int, seed: int) -> dict[str, Callable[[]
         return make
 
     def birnn(impl: str, ragged: str = "auto", gru: str = "auto",
-              directions: str = "serial") -> Callable[[], nn.Module]:
+              directions: str = "auto") -> Callable[[], nn.Module]:
         return seeded(
             lambda: BiRNNOutputs(
                 BiRNN(input_size, cfg.hidden, cells, cfg.layers, cfg.merge, impl=impl,

@@ -1,5 +1,5 @@
 """`directions="concurrent"` (`birnn.encoder.concurrent`): the two directions of each layer
-trained on two threads.
+trained on two threads; `directions="auto"`, which takes it for GRU layers of long batches.
 
 Checked against computations that do not use it: the per-sequence reference of
 `test_encoder.py` (separate unidirectional PyTorch modules, merged by hand) for values, and
@@ -45,7 +45,8 @@ def test_training_forward_matches_reference(cells, merges):
     hiddens = [4] * len(cells)
     model = BiRNN(INPUT, hiddens, cells, merge=merges, gru="torch", directions="concurrent")
     x, lengths = batch_input()
-    assert model.training and torch.is_grad_enabled() and model.use_concurrent(x.device)
+    assert model.training and torch.is_grad_enabled()
+    assert all(model.use_concurrent(x.device, x.size(1)))
     outputs, final = model(x, lengths)
     expected = reference_forward(model, cells, hiddens, merges, x, lengths.tolist())
     assert_close(outputs, expected[0])
@@ -106,7 +107,7 @@ def test_inference_runs_serial(monkeypatch):
     x, lengths = batch_input()
     calls = record_directions(monkeypatch)
     with torch.no_grad():
-        assert not model.use_concurrent(x.device)
+        assert not any(model.use_concurrent(x.device, x.size(1)))
         model(x, lengths)
     assert {name for name, _ in calls} <= {threading.current_thread().name}
 
@@ -131,10 +132,58 @@ def test_thread_count_restored_when_a_direction_fails(monkeypatch):
     assert torch.get_num_threads() == threads
 
 
-def test_serial_is_the_default():
-    model = BiRNN(INPUT, 4)
-    assert model.directions == "serial" and not model.use_concurrent(torch.device("cpu"))
-    assert not BiRNN(INPUT, 4, directions="concurrent").use_concurrent(torch.device("cuda"))
+@pytest.fixture
+def two_threads():
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(saved)
+
+
+def test_auto_is_the_default_and_takes_gru_layers_of_long_batches(two_threads):
+    cpu, long = torch.device("cpu"), encoder_module.AUTO_CONCURRENT_MIN_STEPS
+    model = BiRNN(INPUT, 4, ["lstm", "gru", "rnn"])
+    assert model.directions == "auto"
+    assert model.use_concurrent(cpu, long) == [False, True, False]
+    assert model.use_concurrent(cpu, long - 1) == [False, False, False]
+    assert not any(model.use_concurrent(torch.device("cuda"), long))
+    with torch.no_grad():
+        assert not any(model.use_concurrent(cpu, long))
+    torch.set_num_threads(1)  # one thread has nothing to split
+    assert not any(model.use_concurrent(cpu, long))
+    torch.set_num_threads(2)
+    assert not any(BiRNN(INPUT, 4, "gru", ragged="pack").use_concurrent(cpu, long))
+    assert not any(BiRNN(INPUT, 4, "gru", directions="serial").use_concurrent(cpu, long))
+    assert not any(BiRNN(INPUT, 4, directions="concurrent").use_concurrent(
+        torch.device("cuda"), long))
+
+
+@pytest.mark.parametrize("gru", ["torch", "birnn"])
+def test_auto_runs_gru_layers_of_long_batches_on_two_threads(monkeypatch, two_threads, gru):
+    """A [gru, lstm] stack over a batch of AUTO_CONCURRENT_MIN_STEPS steps: the GRU layer's
+    directions on two threads (unless birnn's GRU recurrence runs it), the LSTM layer's on
+    this one; values and gradients as the serial stack's."""
+    total = encoder_module.AUTO_CONCURRENT_MIN_STEPS
+    serial = BiRNN(INPUT, 6, ["gru", "lstm"], merge=["sum", "concat"], gru=gru,
+                   directions="serial")
+    auto = twin(serial, "layered", directions="auto")
+    x, lengths = batch_input([total, 7, total - 3], total)
+    calls = record_directions(monkeypatch)
+    assert_same_values_and_gradients(serial, auto, x, lengths)
+    here = threading.current_thread().name
+    # the serial stack: its LSTM layer (and the GRU's when PyTorch's recurrence runs it)
+    serial_calls = calls[: 2 if gru == "birnn" else 4]
+    auto_calls = calls[len(serial_calls):]
+    assert {name for name, _ in serial_calls} == {here}
+    names = [name for name, _ in auto_calls]
+    if gru == "torch":  # GRU layer: two threads; LSTM layer: this thread
+        assert len(names) == 4 and set(names[:2]) != {here} and set(names[2:]) == {here}
+    else:
+        assert names == [here, here]
+    # a shorter batch runs every layer serial
+    calls.clear()
+    auto(*batch_input([total - 1, 5], total - 1))[0].sum().backward()
+    assert {name for name, _ in calls} == {here}
 
 
 @pytest.mark.parametrize(

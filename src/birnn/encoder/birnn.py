@@ -35,9 +35,12 @@ whenever it uses it.
 
 ``directions="concurrent"`` trains the two directions of each layer at the same time on two
 threads on CPU, forward and backward (`birnn.encoder.concurrent`, which has the measurements):
-it helped GRU stacks over long sentences and slowed LSTM stacks over short ones, so it is not
-the default. It runs the ``reverse`` strategy (full batches included), and not for layers that
-birnn's GRU recurrence runs (that already advances both directions in one loop).
+it helped GRU stacks over long sentences and slowed LSTM stacks over short ones. So
+``directions="auto"`` (the default) takes it only for GRU layers, in training on CPU with two
+or more intra-op threads, for batches of at least ``AUTO_CONCURRENT_MIN_STEPS`` time steps;
+other layers and batches run serial. A stack running any layer concurrently takes the
+``reverse`` strategy (full batches included). Layers that birnn's GRU recurrence runs are never
+concurrent (it already advances both directions in one loop).
 
 Two implementations compute the same function with the same parameters:
 
@@ -72,7 +75,7 @@ MERGES = ("concat", "sum", "mul", "ave", "none")
 IMPLS = ("auto", "fused", "layered")
 RAGGED = ("auto", "pack", "reverse")
 GRUS = ("auto", "torch", "birnn")
-DIRECTIONS = ("serial", "concurrent")
+DIRECTIONS = ("auto", "serial", "concurrent")
 INITS = ("default", "orthogonal")
 DROPOUT_KINDS = ("standard", "locked")
 
@@ -86,6 +89,12 @@ AUTO_REVERSE_DEVICES = frozenset({"cpu"})
 # Devices on which `gru="auto"` runs GRU layers with `birnn.encoder.gru`'s recurrence (where
 # oneDNN's matmul measures faster than the BLAS's).
 AUTO_BIRNN_GRU_DEVICES = frozenset({"cpu"})
+# `directions="auto"`: the shortest batch (padded time steps) whose GRU layers train with their
+# two directions on two threads. Training steps of a 2-layer GRU stack (B=32, H=200, 208
+# inputs; 2 vCPUs, Intel Xeon), concurrent over serial, concat and sum: T=14: fp32 0.86-0.95x,
+# bf16 1.02-1.05x; T=20: fp32 0.99-1.00x, bf16 1.14-1.25x; T=30: fp32 1.08-1.23x, bf16
+# 1.37-1.39x (`scripts/benchmark.py --cells gru --layers 2 --hidden 200 --input 208 --seq T`).
+AUTO_CONCURRENT_MIN_STEPS = 20
 
 # The functional RNN ops behind nn.LSTM/GRU/RNN, called with one direction's weights.
 _RNN_OPS = {"lstm": torch._VF.lstm, "gru": torch._VF.gru, "rnn": torch._VF.rnn_tanh}
@@ -156,9 +165,12 @@ class BiRNN(nn.Module):
             elsewhere. Same outputs either way.
         directions: how the layer-by-layer stack runs the two directions of a layer while
             training on CPU: ``"serial"`` (one after the other, each op on all intra-op
-            threads) or ``"concurrent"`` (on two threads with half of the intra-op threads
+            threads), ``"concurrent"`` (on two threads with half of the intra-op threads
             each, in the forward and the backward pass; padded, as ``ragged="reverse"``
-            runs). Inference and other devices run serial. Same outputs either way.
+            runs), or ``"auto"``: concurrent for GRU layers of batches of at least
+            ``AUTO_CONCURRENT_MIN_STEPS`` steps when PyTorch has two or more threads (and
+            ``ragged`` is not ``"pack"``), serial otherwise. Inference and other devices run
+            serial. Same outputs either way.
         residual: add each layer's input to its merged output wherever the two have the same
             width (layers after the first; e.g. every layer of a ``sum`` stack of equal width,
             or a ``concat`` stack from the second layer on). An error when no layer qualifies.
@@ -190,7 +202,7 @@ class BiRNN(nn.Module):
         forget_bias: float | None = None,
         ragged: str = "auto",
         gru: str = "auto",
-        directions: str = "serial",
+        directions: str = "auto",
     ):
         super().__init__()
         lengths = {n for n in map(_list_length, (hidden_size, cell, merge)) if n is not None}
@@ -360,11 +372,20 @@ class BiRNN(nn.Module):
         return (device.type in AUTO_BIRNN_GRU_DEVICES and self.ragged != "pack"
                 and gru_module.onednn_is_faster())
 
-    def use_concurrent(self, device: torch.device) -> bool:
-        """Whether the layer-by-layer stack now trains the two directions of its layers
-        (those birnn's GRU recurrence does not run) on two threads."""
-        return (self.directions == "concurrent" and device.type == "cpu"
-                and torch.is_grad_enabled())
+    def use_concurrent(self, device: torch.device, steps: int) -> list[bool]:
+        """Per layer, whether the layer-by-layer stack now trains its two directions on two
+        threads, for a batch of `steps` time steps (GRU layers that birnn's recurrence runs
+        are left out by the caller)."""
+        serial = [False] * self.num_layers
+        if (self.directions == "serial" or device.type != "cpu"
+                or not torch.is_grad_enabled()):
+            return serial
+        if self.directions == "concurrent":
+            return [True] * self.num_layers
+        if (self.ragged == "pack" or torch.get_num_threads() < 2
+                or steps < AUTO_CONCURRENT_MIN_STEPS):
+            return serial
+        return [cell == "gru" for cell in self.cells]
 
     def _fused_module(self) -> nn.RNNBase:
         """The fused module, pointing at the current per-layer parameters.
@@ -420,10 +441,12 @@ class BiRNN(nn.Module):
         ragged = not bool((lengths == total).all())
         fused = self.use_fused(x.device)
         birnn_gru = not fused and self.use_birnn_gru(x.device)
-        concurrent = not fused and self.use_concurrent(x.device)
+        concurrent = [not fused and on and not (birnn_gru and cell == "gru")
+                      for on, cell in zip(self.use_concurrent(x.device, total), self.cells,
+                                          strict=True)]
         # birnn's GRU and concurrent directions run padded (full batches too): the reversal
         # strategy for every layer
-        reverse = not fused and (birnn_gru or concurrent
+        reverse = not fused and (birnn_gru or any(concurrent)
                                  or (ragged and self.use_reverse(x.device)))
         # Pack only when lengths differ and the reversal strategy is not taken: a full batch
         # runs on the padded tensor directly (same numbers; PyTorch's CPU GRU trains markedly
@@ -465,7 +488,7 @@ class BiRNN(nn.Module):
                     data = dropout(data, self.dropout, self.training)
                 if reverse and birnn_gru and self.cells[k] == "gru":
                     forward, backward = bigru(layer, data, index)
-                elif concurrent:
+                elif concurrent[k]:
                     forward, backward = concurrent_pair(layer, self.cells[k], data, index)
                 elif reverse:
                     forward = run_direction(layer, self.cells[k], data, reverse=False)
@@ -513,7 +536,7 @@ class BiRNN(nn.Module):
             extra += f", dropout_kind={self.dropout_kind}"
         if "gru" in self.cells:
             extra += f", gru={self.gru}"
-        if self.directions != "serial":
+        if self.directions != "auto":
             extra += f", directions={self.directions}"
         return (
             f"cells={self.cells}, hidden={self.hidden_sizes}, merges={self.merges}, "
