@@ -38,9 +38,10 @@ Implementations per configuration:
   add the GRU recurrence ``gru="auto"`` does not take: ``birnn-torch-gru``, the same stack
   with ``gru="torch"`` (PyTorch's recurrence), on CPUs where auto takes birnn's
   (`birnn.encoder.gru`, where oneDNN's matmul is the faster), else ``birnn-own-gru``
-  (``gru="birnn"``). On CPU, ``birnn-concurrent`` is the layer-by-layer stack with
-  ``directions="concurrent"`` (each layer's two directions trained on two threads; its
-  inference runs serial, as the others').
+  (``gru="birnn"``). ``birnn-layered`` keeps the encoder's default ``directions="auto"``
+  (on CPU, GRU layers of batches of 20+ steps train their two directions on two threads). On
+  CPU, ``birnn-concurrent`` is the layer-by-layer stack with ``directions="concurrent"`` (every
+  layer's two directions on two threads; its inference runs serial, as the others').
 - ``layered-loop``: the simplest hand-written stack, a list of single-layer bidirectional
   ``nn.LSTM/GRU`` modules with the merge done by hand on padded tensors (no packing).
 - ``torch-fused``: ``nn.LSTM/GRU(num_layers=L, bidirectional=True, batch_first=True)`` on the
