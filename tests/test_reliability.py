@@ -290,7 +290,9 @@ def test_sigterm_saves_a_checkpoint_and_resume_continues(tmp_path, background):
     stopped = load(last)
     assert stopped["global_step"] >= 94 and stopped["epoch"] >= 1  # after the epoch-0 save
 
-    epochs = stopped["epoch"] + 1  # finish the interrupted epoch
+    # finish the interrupted epoch and train one more (the signal may have come at an epoch
+    # end, during its validation: then the checkpoint is that epoch's end)
+    epochs = stopped["epoch"] + 2
     resumed = train(make_config(run, *TINY, f"trainer.max_epochs={epochs}", "resume=true"))
     assert resumed["epochs"] == epochs
     assert load(last)["global_step"] > stopped["global_step"]
@@ -311,6 +313,20 @@ class SigtermAtStep(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step == self.step:
             os.kill(os.getpid(), signal.SIGTERM)
+
+
+class SigtermInValidation(L.Callback):
+    # SIGTERM after the first validation batch at the end of `epoch`: Lightning stops after
+    # that batch, before the epoch's validation is complete
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx,
+                                dataloader_idx=0):
+        if (not trainer.sanity_checking and trainer.current_epoch == self.epoch
+                and batch_idx == 0):
+            os.kill(os.getpid(), signal.SIGTERM)
 """
 
 
@@ -328,6 +344,26 @@ def test_sigterm_mid_epoch_resume_matches_an_uninterrupted_run(tmp_path, referen
     assert exit_info.value.code == EXIT_SIGTERM
     assert load(run / "checkpoints" / "last.ckpt")["global_step"] == 130
     resumed = train(make_config(run, *DETERMINISTIC, "trainer.max_epochs=3", "resume=true"))
+    assert resumed["val"] == reference["val"]
+    assert resumed["test"] == reference["test"]
+
+
+def test_sigterm_during_validation_resume_matches_an_uninterrupted_run(tmp_path, reference,
+                                                                      monkeypatch):
+    """Stopped in the middle of epoch 1's validation, after all its training batches: the
+    resumed run validates epoch 1 again and ends as the uninterrupted run does."""
+    helpers = tmp_path / "helpers"
+    helpers.mkdir()
+    (helpers / "sigterm_callback.py").write_text(SIGTERM_CALLBACK)
+    monkeypatch.syspath_prepend(str(helpers))
+    run = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_info:
+        train(make_config(run, *DETERMINISTIC, "trainer.max_epochs=3",
+                          "+callbacks.sigterm._target_=sigterm_callback.SigtermInValidation",
+                          "+callbacks.sigterm.epoch=1"))
+    assert exit_info.value.code == EXIT_SIGTERM
+    resumed = train(make_config(run, *DETERMINISTIC, "trainer.max_epochs=3", "resume=true"))
+    assert resumed["epochs"] == 3
     assert resumed["val"] == reference["val"]
     assert resumed["test"] == reference["test"]
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import logging
 import os
 import random
+import signal
 import tempfile
+import threading
 from pathlib import Path
 
 import lightning as L
@@ -58,6 +60,9 @@ class RunSafety(L.Callback):
     - writes `last.ckpt` at every epoch end (after validation, so it holds the best-score
       state too) and, when set, every `every_n_train_steps` training steps;
     - on SIGTERM (Lightning stops after the current batch) writes `last.ckpt` before exiting;
+      a SIGTERM that arrives while a training run validates takes effect when the validation
+      is complete (else the checkpoint would hold an epoch whose validation a resumed run
+      skips, and early stopping and the best checkpoint would miss its score);
     - stops on a non-finite loss before it reaches the weights;
     - carries the RNG states and the number of batches already trained in the current epoch,
       so a run resumed mid-epoch continues with the batches it had not reached yet.
@@ -71,6 +76,10 @@ class RunSafety(L.Callback):
         self.last_checkpoint = last_checkpoint
         self.every_n_train_steps = every_n_train_steps
         self._trainer = None
+        # while a training run validates: Lightning's SIGTERM handler, and the signals held
+        self._sigterm_handler = None
+        self._held: list[tuple] = []
+        self._epoch_end_step: int | None = None  # global step of the last epoch-end save
 
     def setup(self, trainer, pl_module, stage):
         self._trainer = trainer
@@ -85,6 +94,7 @@ class RunSafety(L.Callback):
 
     def on_train_epoch_end(self, trainer, pl_module):
         self.save(trainer)
+        self._epoch_end_step = trainer.global_step
 
     def on_before_backward(self, trainer, pl_module, loss):
         if not torch.isfinite(loss).all():
@@ -93,9 +103,42 @@ class RunSafety(L.Callback):
                 f"{trainer.current_epoch}); stopped before the update. The last good "
                 f"checkpoint is kept in {Path(self.last_checkpoint).parent}")
 
+    def on_validation_start(self, trainer, pl_module):
+        # Lightning stops a validation after the batch during which SIGTERM arrived, and a run
+        # resumed from that point does not validate the epoch again; so hold the signal until
+        # the validation is done (one pass over the validation split)
+        if trainer.state.fn != "fit" or threading.current_thread() is not threading.main_thread():
+            return
+        handler = signal.getsignal(signal.SIGTERM)
+        if not callable(handler):
+            return
+        self._sigterm_handler, self._held = handler, []
+        signal.signal(signal.SIGTERM, lambda signum, frame: self._held.append((signum, frame)))
+
+    def on_validation_end(self, trainer, pl_module):
+        self._release_sigterm()
+
+    def _release_sigterm(self) -> None:
+        """Give SIGTERM back to Lightning's handler, and call it for a signal held meanwhile."""
+        handler, self._sigterm_handler = self._sigterm_handler, None
+        if handler is None:
+            return
+        signal.signal(signal.SIGTERM, handler)
+        if self._held:
+            log.warning("SIGTERM arrived during validation; stopping now that it is done")
+            handler(*self._held[0])
+            self._held = []
+
+    def teardown(self, trainer, pl_module, stage):
+        self._release_sigterm()
+
     def on_exception(self, trainer, pl_module, exception):
+        self._release_sigterm()
         if isinstance(exception, SIGTERMException):
-            self.save(trainer)
+            # stopped at an epoch end (Lightning checks for SIGTERM after the epoch-end hooks):
+            # keep the checkpoint written there, which a resumed run continues from exactly
+            if trainer.global_step != self._epoch_end_step:
+                self.save(trainer)
             log.warning("SIGTERM: saved %s at step %d; continue with resume=true",
                         self.last_checkpoint, trainer.global_step)
 
