@@ -76,9 +76,9 @@ class RunSafety(L.Callback):
         self.last_checkpoint = last_checkpoint
         self.every_n_train_steps = every_n_train_steps
         self._trainer = None
-        # while a training run validates: Lightning's SIGTERM handler, and the signals held
+        # while a training run validates: Lightning's SIGTERM handler, and a signal held
         self._sigterm_handler = None
-        self._held: list[tuple] = []
+        self._held: tuple | None = None
         self._epoch_end_step: int | None = None  # global step of the last epoch-end save
 
     def setup(self, trainer, pl_module, stage):
@@ -112,8 +112,12 @@ class RunSafety(L.Callback):
         handler = signal.getsignal(signal.SIGTERM)
         if not callable(handler):
             return
-        self._sigterm_handler, self._held = handler, []
-        signal.signal(signal.SIGTERM, lambda signum, frame: self._held.append((signum, frame)))
+        self._sigterm_handler, self._held = handler, None
+
+        def hold(signum, frame):
+            self._held = self._held or (signum, frame)
+
+        signal.signal(signal.SIGTERM, hold)
 
     def on_validation_end(self, trainer, pl_module):
         self._release_sigterm()
@@ -124,10 +128,10 @@ class RunSafety(L.Callback):
         if handler is None:
             return
         signal.signal(signal.SIGTERM, handler)
-        if self._held:
+        held, self._held = self._held, None
+        if held:
             log.warning("SIGTERM arrived during validation; stopping now that it is done")
-            handler(*self._held[0])
-            self._held = []
+            handler(*held)
 
     def teardown(self, trainer, pl_module, stage):
         self._release_sigterm()

@@ -9,7 +9,6 @@ with the length-bucketed sampler. The vocabularies travel in the checkpoint
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -271,14 +270,9 @@ class SequenceDataModule(L.LightningDataModule):
         replicas, rank = 1, 0
         if self.trainer is not None and (train or split == "validation"):
             replicas, rank = self.trainer.world_size, self.trainer.global_rank
-        size = self.batch_size if train else self.eval_batch_size
-        if not train and math.ceil(len(self.splits[split]) / size) < replicas:
-            # a process without a batch would skip the metric synchronisation that the
-            # others wait in at the end of the epoch, so then every process scores them all
-            replicas, rank = 1, 0
         return BucketBatchSampler(
             self.splits[split].lengths,
-            size,
+            self.batch_size if train else self.eval_batch_size,
             shuffle=train,
             pool_batches=100 if self.bucketing else 1,
             seed=self.seed,

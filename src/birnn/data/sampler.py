@@ -20,7 +20,9 @@ class BucketBatchSampler(Sampler[list[int]]):
 
     Evaluation order (``shuffle=False``): all indices sorted by length, then batched; with
     several processes each takes every ``num_replicas``-th batch, without padding, so each
-    sample is scored exactly once across processes (the counts may differ by one batch).
+    sample is scored exactly once across processes (the counts may differ by one batch). With
+    fewer batches than processes every process takes them all: a process without a batch would
+    skip the metric synchronisation the others wait in at the end of the epoch.
 
     Args:
         lengths: length of each sequence.
@@ -86,8 +88,8 @@ class BucketBatchSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         batches = self._all_batches()
-        if self.num_replicas > 1 and not self.shuffle:
-            return iter(batches[self.rank :: self.num_replicas])
+        if not self.shuffle:
+            return iter(batches[self._eval_shard()])
         if self.num_replicas > 1:
             # pad by repeating the first batches so every process runs the same number of steps
             total = len(self) * self.num_replicas
@@ -96,11 +98,19 @@ class BucketBatchSampler(Sampler[list[int]]):
         skip, self.skip_batches = self.skip_batches, 0
         return iter(batches[skip:])
 
+    def _eval_shard(self) -> slice:
+        """This process's evaluation batches: every `num_replicas`-th one, or all of them when
+        there are fewer batches than processes."""
+        count = math.ceil(len(self.lengths) / self.batch_size)
+        if count < self.num_replicas:
+            return slice(None)
+        return slice(self.rank, None, self.num_replicas)
+
     def __len__(self) -> int:
         count = math.ceil(len(self.lengths) / self.batch_size)
         if not self.shuffle:
-            return len(range(self.rank, count, self.num_replicas))
-        if self.shuffle and self.pool_batches > 1:
+            return len(range(count)[self._eval_shard()])
+        if self.pool_batches > 1:
             # pools are cut separately, so the last batch of each pool may be short
             pool = self.batch_size * self.pool_batches
             full, rest = divmod(len(self.lengths), pool)
