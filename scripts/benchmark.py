@@ -37,7 +37,8 @@ Implementations per configuration:
   (PyTorch's ``PackedSequence``), to show what the choice is worth. Stacks with GRU layers
   add the GRU recurrence ``gru="auto"`` does not take: ``birnn-torch-gru``, the same stack
   with ``gru="torch"`` (PyTorch's recurrence), on CPUs where auto takes birnn's
-  (`birnn.encoder.gru`, where oneDNN's matmul is the faster), else ``birnn-own-gru``
+  (`birnn.encoder.gru`: where its C kernel could be built or oneDNN's matmul is the faster),
+  else ``birnn-own-gru``
   (``gru="birnn"``). ``birnn-layered`` keeps the encoder's default ``directions="auto"``
   (on CPU, GRU layers of batches of 20+ steps train their two directions on two threads). On
   CPU, ``birnn-concurrent`` is the layer-by-layer stack with ``directions="concurrent"`` (every
@@ -94,6 +95,7 @@ except ImportError:  # a checkout without `pip install -e .`
     from birnn import BiRNN
 # after the path fallback above
 from birnn.encoder.gru import ONEDNN, onednn_is_faster, onednn_linear  # noqa: E402
+from birnn.encoder.native import gru_kernel  # noqa: E402
 
 CELL_CLASSES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
@@ -274,8 +276,8 @@ OTHER_GRU = {"birnn-torch-gru": "torch", "birnn-own-gru": "birnn"}
 
 
 def other_gru(cfg: Config, input_size: int) -> str:
-    """`birnn-torch-gru` where `gru="auto"` runs birnn's GRU recurrence for `cfg` (on CPUs where
-    oneDNN's matmul is the faster), else `birnn-own-gru`."""
+    """`birnn-torch-gru` where `gru="auto"` runs birnn's GRU recurrence for `cfg` (on CPU, where
+    its C kernel could be built or oneDNN's matmul is the faster), else `birnn-own-gru`."""
     cells = layer_cells(cfg.cell, cfg.layers)
     enc = BiRNN(input_size, cfg.hidden, cells, cfg.layers, cfg.merge)
     return "birnn-torch-gru" if enc.use_birnn_gru(torch.device(cfg.device)) else "birnn-own-gru"
@@ -745,7 +747,8 @@ def markdown_table(header: dict, results: list[dict]) -> str:
         f"{header['loadavg_after']}. Contention probe (small LSTM forward, ms): before "
         f"{_probe_text(header['probe_before'])}, after {_probe_text(header['probe_after'])}. "
         f"birnn's GRU recurrence on CPU ran its matmuls through "
-        f"{header.get('gru_matmul', 'oneDNN')}.",
+        f"{header.get('gru_matmul', 'oneDNN')} and its element-wise steps as "
+        f"{header.get('gru_steps', 'PyTorch ops')}.",
         "",
         "| cell | merge | L | H | device | prec | lengths | impl | train tok/s | infer tok/s "
         "| train GFLOP/s | % matmul | peak MB | vs layered loop | vs fused |",
@@ -1002,6 +1005,7 @@ def main(argv: list[str] | None = None) -> int:
         for prec in args.precisions
     } if "cpu" in args.devices and ONEDNN else {}
     header["gru_matmul"] = "oneDNN" if onednn_is_faster() else "torch.matmul"
+    header["gru_steps"] = "C kernel" if gru_kernel() is not None else "PyTorch ops"
     header["probe_before"] = probe
     if os.getloadavg()[0] > _cores():
         print(

@@ -21,7 +21,7 @@ from test_encoder import (
 )
 
 from birnn import BiRNN
-from birnn.encoder import gru
+from birnn.encoder import gru, native
 from birnn.encoder.gru import GRURecurrence, Linear
 from birnn.errors import ConfigError
 
@@ -33,6 +33,31 @@ def matmul(request, monkeypatch):
     monkeypatch.setattr(gru, "onednn_is_faster", lambda: request.param == "onednn")
     torch.manual_seed(0)
     return request.param
+
+
+@pytest.fixture(autouse=True, params=["c-kernel", "torch-ops"])
+def steps(request, monkeypatch):
+    """Every test with both implementations of the element-wise steps: birnn's C kernel
+    (skipped where it cannot be built) and PyTorch ops."""
+    if request.param == "c-kernel":
+        if native.gru_kernel() is None:
+            pytest.skip("birnn's C kernel could not be built here (no C compiler?)")
+    else:
+        monkeypatch.setattr(native, "gru_kernel", lambda: None)
+    return request.param
+
+
+def test_the_chosen_step_implementation_runs(steps, monkeypatch):
+    """fp32 and bf16 recurrences take the C kernel when it is there, other dtypes never."""
+    calls = []
+    real = gru._forward_native
+    monkeypatch.setattr(gru, "_forward_native", lambda *a: calls.append(a[3]) or real(*a))
+    for dtype in (torch.float32, torch.bfloat16):
+        gates = torch.randn(3, 2, 2, 6, dtype=dtype)
+        GRURecurrence.apply(gates, torch.randn(2, 6, 2), torch.randn(2, 6), dtype)
+    GRURecurrence.apply(*(t.double() for t in (torch.randn(3, 2, 2, 6), torch.randn(2, 6, 2),
+                                               torch.randn(2, 6))), torch.double)
+    assert calls == ([torch.float32, torch.bfloat16] if steps == "c-kernel" else [])
 
 
 def test_linear_takes_the_path_the_probe_chose(matmul, monkeypatch):
@@ -135,9 +160,10 @@ def test_bf16_autocast_close_to_torch_fp32():
                                    msg=name)
 
 
-def test_auto_takes_birnn_gru_on_cpu_where_onednn_is_faster_unless_packing(matmul):
+def test_auto_takes_birnn_gru_on_cpu_with_the_kernel_or_faster_onednn_unless_packing(
+        matmul, steps):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    faster = matmul == "onednn"
+    faster = matmul == "onednn" or steps == "c-kernel"
     assert BiRNN(INPUT, 4, "gru").use_birnn_gru(cpu) == faster
     assert BiRNN(INPUT, 4, ["lstm", "gru"]).use_birnn_gru(cpu) == faster
     assert BiRNN(INPUT, 4, "gru", gru="birnn").use_birnn_gru(cpu)

@@ -66,6 +66,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from birnn.encoder import gru as gru_module
+from birnn.encoder import native
 from birnn.encoder.concurrent import two_directions
 from birnn.encoder.gru import GRURecurrence, Linear
 from birnn.errors import ConfigError
@@ -87,7 +88,7 @@ AUTO_FUSED_DEVICES = frozenset({"cuda"})
 # direction reversed within each length, instead of packed (see the module docstring).
 AUTO_REVERSE_DEVICES = frozenset({"cpu"})
 # Devices on which `gru="auto"` runs GRU layers with `birnn.encoder.gru`'s recurrence (where
-# oneDNN's matmul measures faster than the BLAS's).
+# its C kernel could be built, or oneDNN's matmul measures faster than the BLAS's).
 AUTO_BIRNN_GRU_DEVICES = frozenset({"cpu"})
 # `directions="auto"`: the shortest batch (padded time steps) whose GRU layers train with their
 # two directions on two threads. Training steps of a 2-layer GRU stack (B=32, H=200, 208
@@ -158,11 +159,12 @@ class BiRNN(nn.Module):
             the fused module always packs.
         gru: the recurrence of GRU layers in the layer-by-layer stack: ``"torch"``
             (``nn.GRU``'s), ``"birnn"`` (`birnn.encoder.gru`: both directions in one loop, a
-            hand-written backward pass, oneDNN matmuls where faster; it runs the batch padded, as
-            ``ragged="reverse"`` does), or ``"auto"``: ``birnn`` on CPU
-            (``AUTO_BIRNN_GRU_DEVICES``) where oneDNN's matmul measures faster than the
-            BLAS's (`birnn.encoder.gru.onednn_is_faster`) unless ``ragged="pack"``, ``torch``
-            elsewhere. Same outputs either way.
+            hand-written backward pass, each step's element-wise part in a C kernel, oneDNN
+            matmuls where faster; it runs the batch padded, as ``ragged="reverse"`` does), or
+            ``"auto"``: ``birnn`` on CPU (``AUTO_BIRNN_GRU_DEVICES``) where its C kernel
+            could be built (`birnn.encoder.native`) or oneDNN's matmul measures faster than
+            the BLAS's (`birnn.encoder.gru.onednn_is_faster`), unless ``ragged="pack"``;
+            ``torch`` elsewhere. Same outputs either way.
         directions: how the layer-by-layer stack runs the two directions of a layer while
             training on CPU: ``"serial"`` (one after the other, each op on all intra-op
             threads), ``"concurrent"`` (on two threads with half of the intra-op threads
@@ -367,10 +369,11 @@ class BiRNN(nn.Module):
             return False
         if self.gru == "birnn":
             return True
-        # an explicit ragged="pack" keeps PyTorch's GRU, which takes packed batches; where
-        # oneDNN's matmul is no faster than the BLAS's, PyTorch's GRU is the faster (module doc)
+        # an explicit ragged="pack" keeps PyTorch's GRU, which takes packed batches; without
+        # birnn's C kernel, and where oneDNN's matmul is no faster than the BLAS's, PyTorch's
+        # GRU is the faster (module doc)
         return (device.type in AUTO_BIRNN_GRU_DEVICES and self.ragged != "pack"
-                and gru_module.onednn_is_faster())
+                and (native.gru_kernel() is not None or gru_module.onednn_is_faster()))
 
     def use_concurrent(self, device: torch.device, steps: int) -> list[bool]:
         """Per layer, whether the layer-by-layer stack now trains its two directions on two

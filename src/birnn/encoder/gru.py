@@ -7,8 +7,13 @@ several independent directions at once (a matmul per direction and a handful of 
 ops per time step for all of them), keeps the gate values it needs, and computes the backward
 pass in one reverse loop of its own; each weight gradient is then one matmul over all time
 steps. On CPUs where oneDNN's matmul is faster than the BLAS's, the matmuls go through oneDNN
-(`linear`). The input projections are not part of it: the caller computes them for every
-time step with one matmul beforehand (`birnn.encoder.birnn.bigru`).
+(`linear`). The element-wise part of each step (the gates, the new state; backward, their
+gradients) runs in birnn's C kernel (`gru_kernel.c`, built by `birnn.encoder.native`) where
+it could be built: one call per step instead of a dozen PyTorch ops forward and twenty
+backward, whose dispatch cost more than their arithmetic. Without it the same equations run
+as PyTorch ops (`_forward_ops`, `_backward_ops`). The input projections are not part of it:
+the caller computes them for every time step with one matmul beforehand
+(`birnn.encoder.birnn.bigru`).
 
 The equations are `nn.GRU`'s (gate order r, z, n in the weight rows):
 
@@ -26,6 +31,8 @@ import time
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from birnn.encoder import native
 
 # whether this PyTorch build has oneDNN's linear ops (the CPU wheels do)
 ONEDNN = (torch.backends.mkldnn.is_available()
@@ -126,33 +133,19 @@ class GRURecurrence(torch.autograd.Function):
     hidden states (T, D, B, H) of D independent GRUs started from zero.
 
     The state and the gates are kept in the weights' dtype; the matmuls run in `mm_dtype`
-    (bf16 under autocast, as PyTorch's autocast runs matmuls).
+    (bf16 under autocast, as PyTorch's autocast runs matmuls). Each time step is one matmul
+    for all D directions and the element-wise rest; that rest runs in birnn's C kernel
+    (`native_steps`) where it can, else as PyTorch ops, with the same equations.
     """
 
     @staticmethod
     def forward(ctx, gates_in: Tensor, weight_hh: Tensor, bias_hh: Tensor,
                 mm_dtype: torch.dtype) -> Tensor:
-        steps, dirs, batch, width = gates_in.shape
-        hidden = width // 3
-        dtype = weight_hh.dtype
-        cast = mm_dtype != dtype
-        packed = [pack(w.to(mm_dtype), batch) for w in weight_hh]
-        bias = bias_hh.to(mm_dtype)
-        out = weight_hh.new_empty(steps, dirs, batch, hidden)
-        rz = weight_hh.new_empty(steps, dirs, batch, 2 * hidden)  # sigmoid(r), sigmoid(z)
-        n = weight_hh.new_empty(steps, dirs, batch, hidden)  # tanh(...)
-        gh = weight_hh.new_empty(steps, dirs, batch, width)  # W_h h + b_h
-        h = weight_hh.new_zeros(dirs, batch, hidden)
-        for t in range(steps):
-            g, r_z, n_t = gh[t], rz[t], n[t]
-            h_mm = h.to(mm_dtype) if cast else h
-            torch.stack([linear(h_mm[k], packed[k], bias[k]) for k in range(dirs)], out=g)
-            torch.add(gates_in[t, :, :, :2 * hidden], g[..., :2 * hidden], out=r_z).sigmoid_()
-            _tanh_(torch.addcmul(gates_in[t, :, :, 2 * hidden:], r_z[..., :hidden],
-                                 g[..., 2 * hidden:], out=n_t))
-            h = torch.lerp(n_t, h, r_z[..., hidden:], out=out[t])
-        ctx.save_for_backward(weight_hh, out, rz, n, gh)
-        ctx.mm_dtype, ctx.in_dtype = mm_dtype, gates_in.dtype
+        native = native_steps(gates_in, weight_hh, mm_dtype)
+        run = _forward_native if native else _forward_ops
+        out, saved = run(gates_in, weight_hh, bias_hh, mm_dtype)
+        ctx.save_for_backward(weight_hh, out, *saved)
+        ctx.mm_dtype, ctx.in_dtype, ctx.native = mm_dtype, gates_in.dtype, native
         return out
 
     @staticmethod
@@ -160,40 +153,11 @@ class GRURecurrence(torch.autograd.Function):
     def backward(ctx, grad_out: Tensor):
         weight_hh, out, rz, n, gh = ctx.saved_tensors
         mm_dtype = ctx.mm_dtype
-        cast = mm_dtype != out.dtype
+        run = _backward_native if ctx.native else _backward_ops
+        d_hh, d_in = run(grad_out, weight_hh, out, rz, n, gh, mm_dtype)
         steps, dirs, batch, hidden = out.shape
-        grad_out = grad_out.to(out.dtype).contiguous()
-        packed = [pack(w.t().to(mm_dtype), batch) for w in weight_hh]  # d gates -> d h
-        # d loss / d (recurrent gate pre-activations) [r, z, n], and d loss / d n's
-        # pre-activation (the input gates' gradient: r and z as the recurrent ones)
-        d_hh = out.new_empty(steps, dirs, batch, 3 * hidden)
-        d_n = out.new_empty(steps, dirs, batch, hidden)
-        dh = torch.zeros_like(out[0])
-        zero = torch.zeros_like(out[0])
-        one_minus = out.new_empty(dirs, batch, hidden)
-        for t in range(steps - 1, -1, -1):
-            dh = dh + grad_out[t]
-            r, z = rz[t, ..., :hidden], rz[t, ..., hidden:]
-            n_t = n[t]
-            h_prev = out[t - 1] if t > 0 else zero
-            d = d_hh[t]
-            dr, dz, dn = d[..., :hidden], d[..., hidden:2 * hidden], d_n[t]
-            # dn = dh * (1 - z) * (1 - n^2)
-            torch.neg(z, out=one_minus).add_(1)
-            torch.mul(dh, one_minus, out=dn)
-            torch.addcmul(dn, dn, n_t * n_t, value=-1, out=dn)
-            # dz = dh * (h_prev - n) * z * (1 - z)
-            torch.sub(h_prev, n_t, out=dz)
-            dz.mul_(dh).mul_(z).mul_(one_minus)
-            # d(W_hn h + b_hn) = dn * r; dr = dn * (W_hn h + b_hn) * r * (1 - r)
-            torch.mul(dn, r, out=d[..., 2 * hidden:])
-            torch.mul(dn, gh[t, ..., 2 * hidden:], out=dr)
-            dr.mul_(r).sub_(dr * r)
-            # dh_prev = dh * z + d_hh @ W_hh
-            d_mm = d.to(mm_dtype) if cast else d
-            dh = torch.stack([linear(d_mm[k], packed[k]) for k in range(dirs)]).add_(dh * z)
-        d_in = torch.cat([d_hh[..., :2 * hidden], d_n], -1).to(ctx.in_dtype)  # (T, D, B, 3H)
-        h_prev = torch.cat([zero.unsqueeze(0), out[:-1]], 0).to(mm_dtype)  # (T, D, B, H)
+        zero = out.new_zeros(1, dirs, batch, hidden)
+        h_prev = torch.cat([zero, out[:-1]], 0).to(mm_dtype)  # (T, D, B, H)
         # sums over time steps and the batch, per direction, on contiguous (T*B, .) rows (a
         # sum over dims 0 and 2 of (T, D, B, 3H) measured 10x slower than the copy + sum)
         rows = [d_hh[:, k].reshape(-1, 3 * hidden) for k in range(dirs)]
@@ -201,4 +165,155 @@ class GRURecurrence(torch.autograd.Function):
         d_weight = torch.stack([  # (3H, T*B) @ (T*B, H)
             linear(d_k.to(mm_dtype).t(), h_prev[:, k].reshape(-1, hidden).t())
             for k, d_k in enumerate(rows)]).to(weight_hh.dtype)
-        return d_in, d_weight, d_bias, None
+        return d_in.to(ctx.in_dtype), d_weight, d_bias, None
+
+
+def native_steps(gates_in: Tensor, weight_hh: Tensor, mm_dtype: torch.dtype) -> bool:
+    """Whether `GRURecurrence` runs its element-wise steps in birnn's C kernel: on CPU, for
+    an fp32 state with fp32 or bf16 matmuls, where the kernel could be built
+    (`birnn.encoder.native`)."""
+    return (gates_in.device.type == "cpu" and weight_hh.dtype == torch.float32
+            and mm_dtype in (torch.float32, torch.bfloat16) and gates_in.dtype == mm_dtype
+            and native.gru_kernel() is not None)
+
+
+class _Recurrent:
+    """The per-step matmuls of D directions at once: `forward(h)` = h @ W_h^T + b_h (D, B, 3H)
+    and `backward(d)` = d @ W_h (D, B, H), in `mm_dtype`, written into `out`; through oneDNN
+    where its matmul is the faster (`linear`), else as one batched matmul."""
+
+    def __init__(self, weight_hh: Tensor, bias_hh: Tensor | None, mm_dtype: torch.dtype,
+                 batch: int, transpose: bool):
+        weight = weight_hh.to(mm_dtype)
+        self.onednn = _onednn(weight)
+        if self.onednn:
+            self.packed = [pack(w.t() if transpose else w, batch) for w in weight]
+            self.bias = bias_hh.to(mm_dtype) if bias_hh is not None else [None] * len(weight)
+        else:
+            self.weight = (weight if transpose else weight.transpose(1, 2)).contiguous()
+            self.bias = bias_hh.to(mm_dtype).unsqueeze(1) if bias_hh is not None else None
+
+    def __call__(self, x: Tensor, out: Tensor) -> None:
+        if self.onednn:
+            torch.stack([linear(x[k], w, b) for k, (w, b) in enumerate(
+                zip(self.packed, self.bias, strict=True))], out=out)
+        elif self.bias is None:
+            torch.bmm(x, self.weight, out=out)
+        else:
+            torch.baddbmm(self.bias, x, self.weight, out=out)
+
+
+def _forward_native(gates_in: Tensor, weight_hh: Tensor, bias_hh: Tensor,
+                    mm_dtype: torch.dtype) -> tuple[Tensor, tuple[Tensor, ...]]:
+    kernel = native.gru_kernel()
+    step = kernel.birnn_gru_forward_bf16 if mm_dtype == torch.bfloat16 \
+        else kernel.birnn_gru_forward_f32
+    steps, dirs, batch, width = gates_in.shape
+    hidden, rows = width // 3, dirs * batch
+    recurrent = _Recurrent(weight_hh, bias_hh, mm_dtype, batch, transpose=False)
+    gates_in = gates_in.contiguous()
+    out = weight_hh.new_empty(steps, dirs, batch, hidden)
+    rz = weight_hh.new_empty(steps, dirs, batch, 2 * hidden)  # sigmoid(r), sigmoid(z)
+    n = weight_hh.new_empty(steps, dirs, batch, hidden)  # tanh(...)
+    gh = gates_in.new_empty(steps, dirs, batch, width)  # W_h h + b_h, in mm_dtype
+    zero = weight_hh.new_zeros(dirs, batch, hidden)
+    # the state in mm_dtype for the next matmul (bf16: the kernel writes it; fp32: the state)
+    h_mm = out.new_empty(dirs, batch, hidden, dtype=mm_dtype) if mm_dtype != out.dtype else None
+    gh[0].copy_(bias_hh.to(mm_dtype).unsqueeze(1).expand(dirs, batch, width))  # h_0 = 0
+    outs, ghs = out.unbind(0), gh.unbind(0)
+    for t in range(steps):
+        if t > 0:
+            recurrent(outs[t - 1] if h_mm is None else h_mm, ghs[t])
+        step(rows, hidden, gates_in[t].data_ptr(), ghs[t].data_ptr(),
+             (outs[t - 1] if t > 0 else zero).data_ptr(), rz[t].data_ptr(), n[t].data_ptr(),
+             outs[t].data_ptr(), None if h_mm is None else h_mm.data_ptr())
+    return out, (rz, n, gh)
+
+
+def _backward_native(grad_out: Tensor, weight_hh: Tensor, out: Tensor, rz: Tensor, n: Tensor,
+                     gh: Tensor, mm_dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    kernel = native.gru_kernel()
+    step = kernel.birnn_gru_backward_bf16 if mm_dtype == torch.bfloat16 \
+        else kernel.birnn_gru_backward_f32
+    steps, dirs, batch, hidden = out.shape
+    rows = dirs * batch
+    recurrent = _Recurrent(weight_hh, None, mm_dtype, batch, transpose=True)  # d gates -> d h
+    grad_out = grad_out.to(out.dtype).contiguous()
+    d_hh = out.new_empty(steps, dirs, batch, 3 * hidden)  # d (W_h h + b_h)
+    d_in = out.new_empty(steps, dirs, batch, 3 * hidden)  # d (W_i x + b_i)
+    d_mm = d_hh.new_empty(dirs, batch, 3 * hidden, dtype=mm_dtype) \
+        if mm_dtype != out.dtype else None
+    carry = torch.zeros_like(out[0])  # dh * z of the step after
+    mm = out.new_zeros(dirs, batch, hidden, dtype=mm_dtype)  # d_hh of the step after @ W_h
+    zero = torch.zeros_like(out[0])
+    outs = out.unbind(0)
+    for t in range(steps - 1, -1, -1):
+        step(rows, hidden, rz[t].data_ptr(), n[t].data_ptr(), gh[t].data_ptr(),
+             (outs[t - 1] if t > 0 else zero).data_ptr(), grad_out[t].data_ptr(),
+             mm.data_ptr(), carry.data_ptr(), d_hh[t].data_ptr(), d_in[t].data_ptr(),
+             None if d_mm is None else d_mm.data_ptr())
+        if t > 0:
+            recurrent(d_hh[t] if d_mm is None else d_mm, mm)
+    return d_hh, d_in
+
+
+def _forward_ops(gates_in: Tensor, weight_hh: Tensor, bias_hh: Tensor,
+                 mm_dtype: torch.dtype) -> tuple[Tensor, tuple[Tensor, ...]]:
+    steps, dirs, batch, width = gates_in.shape
+    hidden = width // 3
+    dtype = weight_hh.dtype
+    cast = mm_dtype != dtype
+    packed = [pack(w.to(mm_dtype), batch) for w in weight_hh]
+    bias = bias_hh.to(mm_dtype)
+    out = weight_hh.new_empty(steps, dirs, batch, hidden)
+    rz = weight_hh.new_empty(steps, dirs, batch, 2 * hidden)  # sigmoid(r), sigmoid(z)
+    n = weight_hh.new_empty(steps, dirs, batch, hidden)  # tanh(...)
+    gh = weight_hh.new_empty(steps, dirs, batch, width)  # W_h h + b_h
+    h = weight_hh.new_zeros(dirs, batch, hidden)
+    for t in range(steps):
+        g, r_z, n_t = gh[t], rz[t], n[t]
+        h_mm = h.to(mm_dtype) if cast else h
+        torch.stack([linear(h_mm[k], packed[k], bias[k]) for k in range(dirs)], out=g)
+        torch.add(gates_in[t, :, :, :2 * hidden], g[..., :2 * hidden], out=r_z).sigmoid_()
+        _tanh_(torch.addcmul(gates_in[t, :, :, 2 * hidden:], r_z[..., :hidden],
+                             g[..., 2 * hidden:], out=n_t))
+        h = torch.lerp(n_t, h, r_z[..., hidden:], out=out[t])
+    return out, (rz, n, gh)
+
+
+def _backward_ops(grad_out: Tensor, weight_hh: Tensor, out: Tensor, rz: Tensor, n: Tensor,
+                  gh: Tensor, mm_dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    cast = mm_dtype != out.dtype
+    steps, dirs, batch, hidden = out.shape
+    grad_out = grad_out.to(out.dtype).contiguous()
+    packed = [pack(w.t().to(mm_dtype), batch) for w in weight_hh]  # d gates -> d h
+    # d loss / d (recurrent gate pre-activations) [r, z, n], and d loss / d n's
+    # pre-activation (the input gates' gradient: r and z as the recurrent ones)
+    d_hh = out.new_empty(steps, dirs, batch, 3 * hidden)
+    d_n = out.new_empty(steps, dirs, batch, hidden)
+    dh = torch.zeros_like(out[0])
+    zero = torch.zeros_like(out[0])
+    one_minus = out.new_empty(dirs, batch, hidden)
+    for t in range(steps - 1, -1, -1):
+        dh = dh + grad_out[t]
+        r, z = rz[t, ..., :hidden], rz[t, ..., hidden:]
+        n_t = n[t]
+        h_prev = out[t - 1] if t > 0 else zero
+        d = d_hh[t]
+        dr, dz, dn = d[..., :hidden], d[..., hidden:2 * hidden], d_n[t]
+        # dn = dh * (1 - z) * (1 - n^2)
+        torch.neg(z, out=one_minus).add_(1)
+        torch.mul(dh, one_minus, out=dn)
+        torch.addcmul(dn, dn, n_t * n_t, value=-1, out=dn)
+        # dz = dh * (h_prev - n) * z * (1 - z)
+        torch.sub(h_prev, n_t, out=dz)
+        dz.mul_(dh).mul_(z).mul_(one_minus)
+        # d(W_hn h + b_hn) = dn * r; dr = dn * (W_hn h + b_hn) * r * (1 - r)
+        torch.mul(dn, r, out=d[..., 2 * hidden:])
+        torch.mul(dn, gh[t, ..., 2 * hidden:], out=dr)
+        dr.mul_(r).sub_(dr * r)
+        # dh_prev = dh * z + d_hh @ W_hh
+        d_mm = d.to(mm_dtype) if cast else d
+        dh = torch.stack([linear(d_mm[k], packed[k]) for k in range(dirs)]).add_(dh * z)
+    d_in = torch.cat([d_hh[..., :2 * hidden], d_n], -1)  # (T, D, B, 3H)
+    return d_hh, d_in

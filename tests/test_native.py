@@ -1,0 +1,78 @@
+"""Building and loading birnn's C kernel (`birnn.encoder.native`); its numbers are checked
+against PyTorch's GRU in `test_gru.py`."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+import pytest
+
+from birnn.encoder import native
+
+needs_compiler = pytest.mark.skipif(native._compiler() is None, reason="no C compiler")
+
+
+@pytest.fixture
+def fresh(monkeypatch, tmp_path):
+    """`gru_kernel()` uncached, building into an empty cache folder; the process's cached
+    kernel is restored afterwards."""
+    monkeypatch.setenv("BIRNN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("BIRNN_NATIVE", raising=False)
+    native.gru_kernel.cache_clear()
+    yield tmp_path / "cache"
+    native.gru_kernel.cache_clear()
+
+
+@needs_compiler
+def test_builds_once_into_the_cache_and_loads_every_function(fresh):
+    lib = native.gru_kernel()
+    assert lib is not None
+    for name in native.SIGNATURES:
+        assert getattr(lib, name).argtypes == native.SIGNATURES[name]
+    built = list(fresh.glob("gru_kernel-*.so"))
+    assert len(built) == 1  # and no temporary file left behind
+    mtime = built[0].stat().st_mtime_ns
+    native.gru_kernel.cache_clear()
+    assert native.gru_kernel() is not None
+    assert [p.stat().st_mtime_ns for p in fresh.glob("*")] == [mtime]  # reused, not rebuilt
+
+
+@needs_compiler
+def test_the_cache_name_follows_the_source(fresh, monkeypatch, tmp_path):
+    native.gru_kernel()
+    changed = tmp_path / "gru_kernel.c"
+    changed.write_text(native.SOURCE.read_text() + "\n/* changed */\n")
+    monkeypatch.setattr(native, "SOURCE", changed)
+    native.gru_kernel.cache_clear()
+    assert native.gru_kernel() is not None
+    assert len(list(fresh.glob("gru_kernel-*.so"))) == 2
+
+
+def test_turned_off_by_the_environment(fresh, monkeypatch):
+    monkeypatch.setenv("BIRNN_NATIVE", "0")
+    assert native.gru_kernel() is None
+    assert not fresh.exists()
+
+
+def test_no_compiler_falls_back_with_a_warning(fresh, monkeypatch, caplog):
+    monkeypatch.setattr(native, "_compiler", lambda: None)
+    with caplog.at_level(logging.WARNING, logger=native.__name__):
+        assert native.gru_kernel() is None
+    assert "no C compiler" in caplog.text
+
+
+def test_a_failing_compiler_falls_back_with_its_error(fresh, monkeypatch, caplog, tmp_path):
+    broken = tmp_path / "broken-cc"
+    broken.write_text("#!/bin/sh\necho 'broken-cc: cannot compile' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    monkeypatch.setattr(native, "_compiler", lambda: str(broken))
+    with caplog.at_level(logging.WARNING, logger=native.__name__):
+        assert native.gru_kernel() is None
+    assert "broken-cc: cannot compile" in caplog.text
+    assert list(fresh.glob("*")) == []  # no partial file left in the cache
+
+
+def test_the_compiler_comes_from_cc_first(monkeypatch):
+    monkeypatch.setenv("CC", "sh")
+    assert native._compiler() == shutil.which("sh")
