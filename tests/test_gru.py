@@ -141,6 +141,21 @@ def test_birnn_gru_at_training_sizes():
     assert_same_values_and_gradients(torch_gru, birnn_gru, x, lengths, close)
 
 
+def test_inference_equals_torch_gru(steps, monkeypatch):
+    """Without gradients the C kernel keeps one step's gates instead of every step's: the
+    outputs stay PyTorch's."""
+    torch_gru = BiRNN(INPUT, 8, "gru", 2, merge="concat", gru="torch")
+    birnn_gru = twin(torch_gru, "layered", gru="birnn")
+    kept = []
+    real = gru._forward_native
+    monkeypatch.setattr(gru, "_forward_native",
+                        lambda *a: kept.append(a[4]) or real(*a))
+    x, lengths = batch_input()
+    with torch.no_grad():
+        assert_close(birnn_gru(x, lengths), torch_gru(x, lengths))
+    assert kept == ([False, False] if steps == "c-kernel" else [])
+
+
 def test_bf16_autocast_close_to_torch_fp32():
     """Under CPU bf16 autocast the matmuls run in bf16 and the state in fp32: outputs and
     gradients stay near PyTorch's fp32 GRU."""

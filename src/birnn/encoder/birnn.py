@@ -26,10 +26,13 @@ except for inference (no gradients) of a CPU stack without LSTM layers, which pa
 Batches whose sequences all have the full length take neither: they run padded as they are.
 
 GRU layers (``gru``) run with PyTorch's recurrence or with birnn's own (`birnn.encoder.gru`:
-both directions in one loop, a hand-written backward pass, oneDNN matmuls), which trains a
-GRU stack 1.2-1.5x faster in fp32 on a CPU whose BLAS is slower than oneDNN (``make bench`` on
-an AMD EPYC), but 0.8-0.95x as fast where it is not (an Intel Xeon). ``gru="auto"`` therefore takes
-it on CPUs where a probe finds oneDNN's matmul clearly faster (`gru.onednn_is_faster`).
+both directions in one loop, each step's element-wise part in a C kernel, a hand-written
+backward pass, oneDNN matmuls where faster). With the kernel it trained GRU stacks 1.1-1.2x
+(fp32) and 1.3-1.4x (bf16) faster than PyTorch's on an Intel Xeon (``make bench``); without
+it, as PyTorch ops, 1.2-1.5x faster in fp32 on a CPU whose BLAS is slower than oneDNN (an AMD
+EPYC) but 0.8-0.95x as fast on the Xeon. So ``gru="auto"`` takes it on CPU where the kernel
+could be built (`birnn.encoder.native`) or a probe finds oneDNN's matmul clearly faster
+(`gru.onednn_is_faster`).
 birnn's runs padded batches only, so a stack with a GRU layer takes the ``reverse`` strategy
 whenever it uses it.
 

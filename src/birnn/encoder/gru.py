@@ -142,8 +142,12 @@ class GRURecurrence(torch.autograd.Function):
     def forward(ctx, gates_in: Tensor, weight_hh: Tensor, bias_hh: Tensor,
                 mm_dtype: torch.dtype) -> Tensor:
         native = native_steps(gates_in, weight_hh, mm_dtype)
-        run = _forward_native if native else _forward_ops
-        out, saved = run(gates_in, weight_hh, bias_hh, mm_dtype)
+        if native:
+            # without gradients (inference) the gates are not kept: less memory traffic
+            keep = any(ctx.needs_input_grad[:3])
+            out, saved = _forward_native(gates_in, weight_hh, bias_hh, mm_dtype, keep)
+        else:
+            out, saved = _forward_ops(gates_in, weight_hh, bias_hh, mm_dtype)
         ctx.save_for_backward(weight_hh, out, *saved)
         ctx.mm_dtype, ctx.in_dtype, ctx.native = mm_dtype, gates_in.dtype, native
         return out
@@ -204,7 +208,9 @@ class _Recurrent:
 
 
 def _forward_native(gates_in: Tensor, weight_hh: Tensor, bias_hh: Tensor,
-                    mm_dtype: torch.dtype) -> tuple[Tensor, tuple[Tensor, ...]]:
+                    mm_dtype: torch.dtype, keep: bool = True) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """The forward loop with the C kernel; `keep`: keep every step's gates for the backward
+    pass (else one step's, overwritten)."""
     kernel = native.gru_kernel()
     step = kernel.birnn_gru_forward_bf16 if mm_dtype == torch.bfloat16 \
         else kernel.birnn_gru_forward_f32
@@ -213,19 +219,21 @@ def _forward_native(gates_in: Tensor, weight_hh: Tensor, bias_hh: Tensor,
     recurrent = _Recurrent(weight_hh, bias_hh, mm_dtype, batch, transpose=False)
     gates_in = gates_in.contiguous()
     out = weight_hh.new_empty(steps, dirs, batch, hidden)
-    rz = weight_hh.new_empty(steps, dirs, batch, 2 * hidden)  # sigmoid(r), sigmoid(z)
-    n = weight_hh.new_empty(steps, dirs, batch, hidden)  # tanh(...)
-    gh = gates_in.new_empty(steps, dirs, batch, width)  # W_h h + b_h, in mm_dtype
+    kept = steps if keep else 1
+    rz = weight_hh.new_empty(kept, dirs, batch, 2 * hidden)  # sigmoid(r), sigmoid(z)
+    n = weight_hh.new_empty(kept, dirs, batch, hidden)  # tanh(...)
+    gh = gates_in.new_empty(kept, dirs, batch, width)  # W_h h + b_h, in mm_dtype
     zero = weight_hh.new_zeros(dirs, batch, hidden)
     # the state in mm_dtype for the next matmul (bf16: the kernel writes it; fp32: the state)
     h_mm = out.new_empty(dirs, batch, hidden, dtype=mm_dtype) if mm_dtype != out.dtype else None
     gh[0].copy_(bias_hh.to(mm_dtype).unsqueeze(1).expand(dirs, batch, width))  # h_0 = 0
     outs, ghs = out.unbind(0), gh.unbind(0)
     for t in range(steps):
+        k = t if keep else 0
         if t > 0:
-            recurrent(outs[t - 1] if h_mm is None else h_mm, ghs[t])
-        step(rows, hidden, gates_in[t].data_ptr(), ghs[t].data_ptr(),
-             (outs[t - 1] if t > 0 else zero).data_ptr(), rz[t].data_ptr(), n[t].data_ptr(),
+            recurrent(outs[t - 1] if h_mm is None else h_mm, ghs[k])
+        step(rows, hidden, gates_in[t].data_ptr(), ghs[k].data_ptr(),
+             (outs[t - 1] if t > 0 else zero).data_ptr(), rz[k].data_ptr(), n[k].data_ptr(),
              outs[t].data_ptr(), None if h_mm is None else h_mm.data_ptr())
     return out, (rz, n, gh)
 
