@@ -76,3 +76,16 @@ def test_a_failing_compiler_falls_back_with_its_error(fresh, monkeypatch, caplog
 def test_the_compiler_comes_from_cc_first(monkeypatch):
     monkeypatch.setenv("CC", "sh")
     assert native._compiler() == shutil.which("sh")
+
+
+@needs_compiler
+def test_a_kernel_that_computes_something_else_is_not_used(fresh, monkeypatch, caplog, tmp_path):
+    wrong = tmp_path / "gru_kernel.c"
+    source = native.SOURCE.read_text()
+    assert "return 1.0f / (1.0f + exp_(-x));" in source
+    wrong.write_text(source.replace("return 1.0f / (1.0f + exp_(-x));",
+                                    "return 1.0f / (1.0f + exp_(-1.01f * x));"))
+    monkeypatch.setattr(native, "SOURCE", wrong)
+    with caplog.at_level(logging.WARNING, logger=native.__name__):
+        assert native.gru_kernel() is None
+    assert "self-check failed (f32, r z" in caplog.text

@@ -7,7 +7,8 @@ the system's C compiler (`$CC`, else `cc`, `gcc` or `clang`), for the CPU it run
 `$XDG_CACHE_HOME/birnn` or `~/.cache/birnn`, under a name made from the source, the flags,
 the compiler and the CPU, so a changed source or another machine sharing the cache gets its
 own build; several processes starting at once (DDP) each write their own file and rename it
-into place.
+into place. Once loaded, one forward and one backward step are checked against the same
+equations computed by PyTorch (`_self_check`); a build that fails is not used.
 
 Without a compiler, or with `BIRNN_NATIVE=0`, `gru_kernel()` returns None and the recurrence
 runs its steps as PyTorch ops (`birnn.encoder.gru`), with the same results, more slowly; the
@@ -83,6 +84,54 @@ def _build(compiler: str, target: Path, flags: tuple[str, ...]) -> None:
             os.unlink(tmp)
 
 
+def _self_check(lib: ctypes.CDLL) -> str | None:
+    """One forward and one backward step of the loaded kernel against the same equations in
+    PyTorch (fp32 and bf16 inputs, a few microseconds): what went wrong, or None. A build
+    that computes something else (a compiler's bug, a stale file) is not used."""
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    rows, hidden = 3, 5
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen)
+
+    gi, gh, h_prev = rand(rows, 3 * hidden), rand(rows, 3 * hidden), rand(rows, hidden)
+    grad, carry, mm = rand(rows, hidden), rand(rows, hidden), rand(rows, hidden)
+    for suffix, dtype in (("f32", torch.float32), ("bf16", torch.bfloat16)):
+        a, b = gi.to(dtype), gh.to(dtype)
+        mm_in = mm.to(dtype)
+        x, y = a.float(), b.float()
+        r = torch.sigmoid(x[:, :hidden] + y[:, :hidden])
+        z = torch.sigmoid(x[:, hidden:2 * hidden] + y[:, hidden:2 * hidden])
+        n = torch.tanh(x[:, 2 * hidden:] + r * y[:, 2 * hidden:])
+        h = n + z * (h_prev - n)
+        g = carry + grad + mm_in.float()
+        dn = g * (1 - z) * (1 - n * n)
+        dz = g * (h_prev - n) * z * (1 - z)
+        dr = dn * y[:, 2 * hidden:] * r * (1 - r)
+        want = [torch.cat([r, z], 1), n, h, torch.cat([dr, dz, dn * r], 1),
+                torch.cat([dr, dz, dn], 1), g * z]
+        rz, n_out, h_out = torch.empty(rows, 2 * hidden), torch.empty(rows, hidden), \
+            torch.empty(rows, hidden)
+        d_hh, d_in = torch.empty(rows, 3 * hidden), torch.empty(rows, 3 * hidden)
+        carry_out = carry.clone()
+        getattr(lib, f"birnn_gru_forward_{suffix}")(
+            rows, hidden, a.data_ptr(), b.data_ptr(), h_prev.data_ptr(), rz.data_ptr(),
+            n_out.data_ptr(), h_out.data_ptr(), None)
+        getattr(lib, f"birnn_gru_backward_{suffix}")(
+            rows, hidden, rz.data_ptr(), n_out.data_ptr(), b.data_ptr(), h_prev.data_ptr(),
+            grad.data_ptr(), mm_in.data_ptr(), carry_out.data_ptr(), d_hh.data_ptr(),
+            d_in.data_ptr(), None)
+        got = [rz, n_out, h_out, d_hh, d_in, carry_out]
+        for name, x_got, x_want in zip(("r z", "n", "h", "d_hh", "d_in", "carry"), got, want,
+                                      strict=True):
+            if not torch.allclose(x_got, x_want, atol=1e-5, rtol=1e-5):
+                err = (x_got - x_want).abs().max().item()
+                return f"self-check failed ({suffix}, {name}: off by {err:.3g})"
+    return None
+
+
 @functools.cache
 def gru_kernel() -> ctypes.CDLL | None:
     """The loaded kernel library, or None (logged) where it cannot be built or is turned off."""
@@ -111,6 +160,10 @@ def gru_kernel() -> ctypes.CDLL | None:
         for name, argtypes in SIGNATURES.items():
             fn = getattr(lib, name)
             fn.argtypes, fn.restype = argtypes, None
+        problem = _self_check(lib)
+        if problem:
+            errors.append(f"{' '.join(flags)}: {problem}")
+            continue
         return lib
     log.warning("could not build birnn's GRU kernel (%s); the GRU recurrence runs its steps "
                 "as PyTorch ops, which is slower", "; ".join(errors))
