@@ -182,8 +182,9 @@ def native_steps(gates_in: Tensor, weight_hh: Tensor, mm_dtype: torch.dtype) -> 
 
 
 class _Recurrent:
-    """The per-step matmuls of D directions at once: `forward(h)` = h @ W_h^T + b_h (D, B, 3H)
-    and `backward(d)` = d @ W_h (D, B, H), in `mm_dtype`, written into `out`; through oneDNN
+    """The per-step matmul of D directions at once, in `mm_dtype`, written into `out`:
+    `transpose=False` (forward) h (D, B, H) -> h @ W_h^T + b_h (D, B, 3H); `transpose=True`
+    (backward, no bias) gate gradients d (D, B, 3H) -> d @ W_h (D, B, H). Through oneDNN
     where its matmul is the faster (`linear`), else as one batched matmul."""
 
     def __init__(self, weight_hh: Tensor, bias_hh: Tensor | None, mm_dtype: torch.dtype,
