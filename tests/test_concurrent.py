@@ -214,9 +214,11 @@ def test_two_directions_without_gradients_runs_both_threads():
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_forked_child_starts_its_own_worker():
-    """A child forked after the worker thread started (the thread is not copied) can still
-    train concurrently instead of waiting forever on the parent's thread."""
+def test_forked_child_trains_both_directions_on_its_own_thread():
+    """A child forked after the worker thread started (the thread is not copied) trains
+    instead of waiting forever on the parent's thread: it runs both directions itself, one
+    after the other, and starts no thread (two threads in a forked child crashed now and then:
+    the libraries' thread state does not survive fork())."""
     model = BiRNN(INPUT, 4, "gru", merge="sum", gru="torch", directions="concurrent")
     x, lengths = batch_input()
     model(x, lengths)[0].sum().backward()  # starts the worker in this process
@@ -227,8 +229,14 @@ def test_forked_child_starts_its_own_worker():
             # one intra-op thread, as DataLoader workers set: GNU OpenMP's thread pool does
             # not survive fork() either
             torch.set_num_threads(1)
+            threads = threading.active_count()
             model(x, lengths)[0].sum().backward()
-            code = 0 if all(p.grad is not None for p in model.parameters()) else 1
+            if not all(p.grad is not None for p in model.parameters()):
+                code = 2
+            elif threading.active_count() != threads:
+                code = 3
+            else:
+                code = 0
         finally:
             os._exit(code)
     deadline = time.monotonic() + 60

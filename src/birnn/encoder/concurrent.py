@@ -29,7 +29,9 @@ Each direction is a function of its own tensors (input, weights). The forward pa
 with gradients enabled on detached copies of those tensors and keeps the two graphs; the
 backward pass differentiates each graph on its own thread (`torch.autograd.grad`, which runs
 a CPU graph on the calling thread) and returns the gradients. Autocast and the gradient mode
-are per thread in PyTorch, so the worker thread enters the caller's.
+are per thread in PyTorch, so the worker thread enters the caller's. A process forked from
+one that imported this module runs the two directions one after the other on its own thread
+(`_after_fork_in_child` says why).
 """
 
 from __future__ import annotations
@@ -46,15 +48,21 @@ Direction = Callable[..., Tensor]
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
+# set in a process forked from one that imported this module (a DataLoader worker, say)
+_forked = False
 
 
-def _forget_pool() -> None:
-    # a forked child has no copy of the worker thread: it starts a pool of its own
-    global _pool, _pool_lock
-    _pool, _pool_lock = None, threading.Lock()
+def _after_fork_in_child() -> None:
+    # A forked child has no copy of the worker thread, and the thread state of the libraries
+    # under PyTorch (GNU OpenMP's pool, MKL's buffers) does not survive fork() either: two
+    # threads running matmuls in such a child crashed now and then (heap corruption; about 1
+    # child in 10 after the parent had run MKL's batched matmuls, which birnn's GRU
+    # recurrence uses). So a forked child runs the two directions one after the other.
+    global _pool, _pool_lock, _forked
+    _pool, _pool_lock, _forked = None, threading.Lock(), True
 
 
-os.register_at_fork(after_in_child=_forget_pool)
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _worker() -> ThreadPoolExecutor:
@@ -68,7 +76,10 @@ def _worker() -> ThreadPoolExecutor:
 
 def _both(first: Callable[[], object], second: Callable[[], object]) -> tuple:
     """`first()` on this thread and `second()` on the worker, with the intra-op threads split
-    between them; the thread count is restored when both are done, whatever they raise."""
+    between them; the thread count is restored when both are done, whatever they raise. In a
+    forked child both run on this thread, one after the other (`_after_fork_in_child`)."""
+    if _forked:
+        return first(), second()
     total = torch.get_num_threads()
     mine, theirs = total - total // 2, max(1, total // 2)
 
