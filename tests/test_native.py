@@ -4,6 +4,7 @@ against PyTorch's GRU in `test_gru.py`."""
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 
 import pytest
@@ -89,3 +90,30 @@ def test_a_kernel_that_computes_something_else_is_not_used(fresh, monkeypatch, c
     with caplog.at_level(logging.WARNING, logger=native.__name__):
         assert native.gru_kernel() is None
     assert "self-check failed (f32, r z" in caplog.text
+
+
+@needs_compiler
+def test_a_home_that_cannot_be_written_falls_back_to_a_folder_of_ones_own(
+        monkeypatch, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder's parent would be")
+    monkeypatch.delenv("BIRNN_CACHE_DIR", raising=False)
+    monkeypatch.delenv("BIRNN_NATIVE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    monkeypatch.setattr(native.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    native.gru_kernel.cache_clear()
+    try:
+        assert native.gru_kernel() is not None
+        own = tmp_path / "tmp" / f"birnn-{os.getuid()}"
+        assert len(list(own.glob("gru_kernel-*.so"))) == 1
+        assert own.stat().st_mode & 0o777 == 0o700
+    finally:
+        native.gru_kernel.cache_clear()
+
+
+def test_a_temporary_folder_of_someone_else_is_not_used(monkeypatch, tmp_path):
+    folder = tmp_path / "theirs"
+    folder.mkdir()
+    monkeypatch.setattr(native.os, "getuid", lambda: folder.stat().st_uid + 1)
+    assert native._writable(folder, own=False)
+    assert not native._writable(folder, own=True) and not native._trusted(folder, own=True)

@@ -6,9 +6,10 @@ the system's C compiler (`$CC`, else `cc`, `gcc` or `clang`), for the CPU it run
 (`-march=native`). The shared library is cached in `$BIRNN_CACHE_DIR`, else
 `$XDG_CACHE_HOME/birnn` or `~/.cache/birnn`, under a name made from the source, the flags,
 the compiler and the CPU, so a changed source or another machine sharing the cache gets its
-own build; several processes starting at once (DDP) each write their own file and rename it
-into place. Once loaded, one forward and one backward step are checked against the same
-equations computed by PyTorch (`_self_check`); a build that fails is not used.
+own build. Where that folder cannot be created, a folder of the user's own in the temporary
+directory takes its place. Several processes starting at once (DDP) each write their own file
+and rename it into place. Once loaded, one forward and one backward step are checked against
+the same equations computed by PyTorch (`_self_check`); a build that fails is not used.
 
 Without a compiler, or with `BIRNN_NATIVE=0`, `gru_kernel()` returns None and the recurrence
 runs its steps as PyTorch ops (`birnn.encoder.gru`), with the same results, more slowly; the
@@ -53,6 +54,35 @@ def cache_dir() -> Path:
     return Path(base) / "birnn"
 
 
+def _cache_dirs() -> list[tuple[Path, bool]]:
+    """Where the library may be built, and whether the folder must be this user's own:
+    `cache_dir()`, then (unless `$BIRNN_CACHE_DIR` names the place) a folder under the
+    temporary directory, for a home that cannot be written to. A shared temporary directory
+    must not hand us a library someone else put there, so that one must be ours."""
+    dirs = [(cache_dir(), False)]
+    if not os.environ.get("BIRNN_CACHE_DIR") and hasattr(os, "getuid"):
+        dirs.append((Path(tempfile.gettempdir()) / f"birnn-{os.getuid()}", True))
+    return dirs
+
+
+def _trusted(folder: Path, own: bool) -> bool:
+    """Whether `folder` is a folder, and with `own`, this user's."""
+    try:
+        return folder.is_dir() and (not own or folder.stat().st_uid == os.getuid())
+    except OSError:
+        return False
+
+
+def _writable(folder: Path, own: bool) -> bool:
+    """Whether a library can be built into `folder`, created if missing (only its owner may
+    write a new one)."""
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return _trusted(folder, own) and os.access(folder, os.W_OK)
+
+
 def _compiler() -> str | None:
     for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
         if name and shutil.which(name):
@@ -72,7 +102,6 @@ def _cpu() -> str:
 
 
 def _build(compiler: str, target: Path, flags: tuple[str, ...]) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
@@ -148,9 +177,16 @@ def gru_kernel() -> ctypes.CDLL | None:
         key = hashlib.sha256("\n".join(
             [SOURCE.read_text(), " ".join(flags), compiler, platform.machine(), _cpu()]
         ).encode()).hexdigest()[:16]
-        target = cache_dir() / f"gru_kernel-{key}.so"
+        name = f"gru_kernel-{key}.so"
+        built = [d / name for d, own in _cache_dirs() if (d / name).exists() and _trusted(d, own)]
+        folders = [d for d, own in _cache_dirs() if _writable(d, own)]
+        if not built and not folders:
+            tried = ", ".join(str(d) for d, _ in _cache_dirs())
+            errors.append(f"no cache folder could be written ({tried})")
+            break
+        target = built[0] if built else folders[0] / name
         try:
-            if not target.exists():
+            if not built:
                 _build(compiler, target, flags)
             lib = ctypes.CDLL(str(target))
         except (OSError, subprocess.SubprocessError) as err:
