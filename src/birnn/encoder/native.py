@@ -179,7 +179,7 @@ def gru_kernel() -> ctypes.CDLL | None:
         ).encode()).hexdigest()[:16]
         name = f"gru_kernel-{key}.so"
         built = [d / name for d, own in _cache_dirs() if (d / name).exists() and _trusted(d, own)]
-        folders = [d for d, own in _cache_dirs() if _writable(d, own)]
+        folders = [] if built else [d for d, own in _cache_dirs() if _writable(d, own)]
         if not built and not folders:
             tried = ", ".join(str(d) for d, _ in _cache_dirs())
             errors.append(f"no cache folder could be written ({tried})")
@@ -193,8 +193,8 @@ def gru_kernel() -> ctypes.CDLL | None:
             detail = getattr(err, "stderr", None) or err
             errors.append(f"{' '.join(flags)}: {str(detail).strip()[:500]}")
             continue
-        for name, argtypes in SIGNATURES.items():
-            fn = getattr(lib, name)
+        for function, argtypes in SIGNATURES.items():
+            fn = getattr(lib, function)
             fn.argtypes, fn.restype = argtypes, None
         problem = _self_check(lib)
         if problem:
