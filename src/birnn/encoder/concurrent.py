@@ -57,9 +57,10 @@ def _after_fork_in_child() -> None:
     # under PyTorch (GNU OpenMP's pool, MKL's buffers) does not survive fork() either: two
     # threads running matmuls in such a child crashed now and then (heap corruption; about 1
     # child in 10 after the parent had run MKL's batched matmuls, which birnn's GRU
-    # recurrence uses). So a forked child runs the two directions one after the other.
-    global _pool, _pool_lock, _forked
-    _pool, _pool_lock, _forked = None, threading.Lock(), True
+    # recurrence uses). So a forked child runs the two directions one after the other, and
+    # never touches the parent's pool.
+    global _forked
+    _forked = True
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -270,19 +270,16 @@ def _forward_ops(gates_in: Tensor, weight_hh: Tensor, bias_hh: Tensor,
                  mm_dtype: torch.dtype) -> tuple[Tensor, tuple[Tensor, ...]]:
     steps, dirs, batch, width = gates_in.shape
     hidden = width // 3
-    dtype = weight_hh.dtype
-    cast = mm_dtype != dtype
-    packed = [pack(w.to(mm_dtype), batch) for w in weight_hh]
-    bias = bias_hh.to(mm_dtype)
+    cast = mm_dtype != weight_hh.dtype
+    recurrent = _Recurrent(weight_hh, bias_hh, mm_dtype, batch, transpose=False)
     out = weight_hh.new_empty(steps, dirs, batch, hidden)
     rz = weight_hh.new_empty(steps, dirs, batch, 2 * hidden)  # sigmoid(r), sigmoid(z)
     n = weight_hh.new_empty(steps, dirs, batch, hidden)  # tanh(...)
-    gh = weight_hh.new_empty(steps, dirs, batch, width)  # W_h h + b_h
+    gh = gates_in.new_empty(steps, dirs, batch, width)  # W_h h + b_h, in mm_dtype
     h = weight_hh.new_zeros(dirs, batch, hidden)
     for t in range(steps):
         g, r_z, n_t = gh[t], rz[t], n[t]
-        h_mm = h.to(mm_dtype) if cast else h
-        torch.stack([linear(h_mm[k], packed[k], bias[k]) for k in range(dirs)], out=g)
+        recurrent(h.to(mm_dtype) if cast else h, g)
         torch.add(gates_in[t, :, :, :2 * hidden], g[..., :2 * hidden], out=r_z).sigmoid_()
         _tanh_(torch.addcmul(gates_in[t, :, :, 2 * hidden:], r_z[..., :hidden],
                              g[..., 2 * hidden:], out=n_t))
@@ -295,7 +292,8 @@ def _backward_ops(grad_out: Tensor, weight_hh: Tensor, out: Tensor, rz: Tensor, 
     cast = mm_dtype != out.dtype
     steps, dirs, batch, hidden = out.shape
     grad_out = grad_out.to(out.dtype).contiguous()
-    packed = [pack(w.t().to(mm_dtype), batch) for w in weight_hh]  # d gates -> d h
+    recurrent = _Recurrent(weight_hh, None, mm_dtype, batch, transpose=True)  # d gates -> d h
+    mm = out.new_empty(dirs, batch, hidden, dtype=mm_dtype)
     # d loss / d (recurrent gate pre-activations) [r, z, n], and d loss / d n's
     # pre-activation (the input gates' gradient: r and z as the recurrent ones)
     d_hh = out.new_empty(steps, dirs, batch, 3 * hidden)
@@ -322,7 +320,7 @@ def _backward_ops(grad_out: Tensor, weight_hh: Tensor, out: Tensor, rz: Tensor, 
         torch.mul(dn, gh[t, ..., 2 * hidden:], out=dr)
         dr.mul_(r).sub_(dr * r)
         # dh_prev = dh * z + d_hh @ W_hh
-        d_mm = d.to(mm_dtype) if cast else d
-        dh = torch.stack([linear(d_mm[k], packed[k]) for k in range(dirs)]).add_(dh * z)
+        recurrent(d.to(mm_dtype) if cast else d, mm)
+        dh = (dh * z).add_(mm)
     d_in = torch.cat([d_hh[..., :2 * hidden], d_n], -1)  # (T, D, B, 3H)
     return d_hh, d_in

@@ -173,15 +173,15 @@ def gru_kernel() -> ctypes.CDLL | None:
                     "its steps as PyTorch ops, which is slower")
         return None
     errors = []
+    identity = [SOURCE.read_text(), compiler, platform.machine(), _cpu()]
+    candidates = _cache_dirs()
     for flags in (COMPILE_FLAGS, tuple(f for f in COMPILE_FLAGS if f != "-march=native")):
-        key = hashlib.sha256("\n".join(
-            [SOURCE.read_text(), " ".join(flags), compiler, platform.machine(), _cpu()]
-        ).encode()).hexdigest()[:16]
+        key = hashlib.sha256("\n".join([*identity, " ".join(flags)]).encode()).hexdigest()[:16]
         name = f"gru_kernel-{key}.so"
-        built = [d / name for d, own in _cache_dirs() if (d / name).exists() and _trusted(d, own)]
-        folders = [] if built else [d for d, own in _cache_dirs() if _writable(d, own)]
+        built = [d / name for d, own in candidates if (d / name).exists() and _trusted(d, own)]
+        folders = [] if built else [d for d, own in candidates if _writable(d, own)]
         if not built and not folders:
-            tried = ", ".join(str(d) for d, _ in _cache_dirs())
+            tried = ", ".join(str(d) for d, _ in candidates)
             errors.append(f"no cache folder could be written ({tried})")
             break
         target = built[0] if built else folders[0] / name
