@@ -3,6 +3,7 @@ PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 
 .DEFAULT_GOAL := help
 .PHONY: help install train test test-full test-gpu lint bench clean
@@ -18,15 +19,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# the optional extras the test suite exercises (Keras import, ONNX export)
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev,keras,onnx]'
+	touch $(TEST_STAMP)
+
 install: $(STAMP)  ## create .venv and install the project (torch CPU first)
 
 train: $(STAMP)  ## train a BiLSTM tagger on the embedded sample and print its scores
 	$(BIN)/python train.py $(ARGS)
 
-test: $(STAMP)  ## run the default test suite (no network, a few minutes)
+test: $(TEST_STAMP)  ## run the default test suite (no network, a few minutes)
 	$(BIN)/python -m pytest -m "not slow and not gpu" $(ARGS)
 
-test-full: $(STAMP)  ## run every test, slow ones included (real data in ../shared/data)
+test-full: $(TEST_STAMP)  ## run every test, slow ones included (real data in ../shared/data)
 	$(BIN)/python -m pytest $(ARGS)
 
 test-gpu: $(STAMP)  ## run the CUDA tests (skipped without a CUDA device)

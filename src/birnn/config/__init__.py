@@ -1,0 +1,1 @@
+"""Typed schemas for every config group, checked once before any work starts."""
