@@ -1,4 +1,4 @@
-"""Tests for birnn.metrics.spans: span extraction, scheme conversion and SpanF1.
+"""Tests for birnn.tags (span extraction, scheme conversion) and birnn.metrics.spans (SpanF1).
 
 SpanF1 is checked against seqeval in its default mode, which follows conlleval and is an
 implementation independent of ours.
@@ -10,7 +10,8 @@ import pytest
 import torch
 from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
 
-from birnn.metrics.spans import SCHEMES, SpanF1, convert_tags, get_spans
+from birnn.metrics.spans import SpanF1
+from birnn.tags import SCHEMES, convert_tags, get_spans
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-geo-loc", "I-geo-loc"]
 TYPES = ("LOC", "ORG", "PER", "geo-loc")

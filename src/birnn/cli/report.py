@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from birnn.metrics.spans import get_spans
+from birnn.tags import get_spans
 
 
 def write_predictions(path: Path, datamodule, model, split: str = "test") -> Path:

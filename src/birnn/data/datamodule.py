@@ -22,12 +22,11 @@ from birnn.data.sampler import BucketBatchSampler
 from birnn.data.sources import load_hub, load_local_split
 from birnn.data.vocab import PAD, UNK, Vocab, casing_ids, char_ids, label_vocab, pad_chars
 from birnn.errors import ConfigError, DataError
-from birnn.metrics.spans import SCHEMES, convert_tags
+from birnn.tags import IGNORE_INDEX, SCHEMES, convert_tags
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
-IGNORE_INDEX = -100  # target value for padding positions (cross-entropy's ignore_index)
 UNKNOWN_LABELS = ("error", "outside")
 
 
@@ -360,7 +359,7 @@ class TaggingDataModule(SequenceDataModule):
             `char.kind` (`cnn`/`birnn` turn it on, `none` off). A checkpoint with a
             character vocabulary turns it on in `use_vocabularies`.
 
-    Batches always carry `casing` (B, T): word-shape ids (see `birnn.data.vocab.word_shape`).
+    Batches always carry `casing` (B, T): word-shape ids (see `birnn.tags.word_shape`).
     """
 
     task = "tagging"

@@ -6,6 +6,8 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from birnn.tags import word_shape
+
 PAD = "<pad>"
 UNK = "<unk>"
 
@@ -83,25 +85,9 @@ def label_vocab(sequences: Iterable[Iterable[str]], outside: str | None = "O") -
 
 # ------------------------------------------------------------------- token-level features
 
-# word shape ids for the casing feature; 0 is padding
-CASING = ("<pad>", "lower", "upper", "title", "digit", "other")
-
-
-def word_shape(token: str) -> int:
-    """The casing class of a token: all lower, all upper, title case, has a digit, other."""
-    if any(c.isdigit() for c in token):
-        return 4
-    if token.islower():
-        return 1
-    if token.isupper():
-        return 2
-    if token.istitle():
-        return 3
-    return 5
-
 
 def casing_ids(tokens: list[str]):
-    """Word-shape ids (T,) of a sentence."""
+    """Word-shape ids (T,) of a sentence (see `birnn.tags.word_shape`)."""
     import torch
 
     return torch.tensor([word_shape(t) for t in tokens], dtype=torch.int64)

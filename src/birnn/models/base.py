@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from birnn.data.vocab import CASING
 from birnn.encoder import BiRNN
 from birnn.encoder.birnn import check_probability, dropout, locked_dropout_mask
 from birnn.errors import ConfigError
 from birnn.models.pretrained import init_embedding
+from birnn.tags import CASING
 
 UNK_ID = 1  # the word vocabulary's <unk> (PAD 0, UNK 1)
 CHAR_KINDS = ("none", "cnn", "birnn")

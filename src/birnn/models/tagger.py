@@ -6,11 +6,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from birnn.data.datamodule import IGNORE_INDEX
 from birnn.errors import ConfigError
 from birnn.metrics.spans import SpanF1
 from birnn.models.base import BiRNNModule
 from birnn.models.crf import CRF, iob2_constraints
+from birnn.tags import IGNORE_INDEX
 
 HEADS = ("softmax", "crf")
 FEATURES = ("chars", "casing")  # batch keys passed on to the model when present
