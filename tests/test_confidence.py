@@ -12,7 +12,16 @@ import pytest
 import torch
 from seqeval.metrics.sequence_labeling import get_entities
 
-from birnn.decoding import Lattice, decode, forward_backward, marginals, span_probabilities, viterbi
+from birnn.decoding import (
+    Lattice,
+    decode,
+    forward_backward,
+    marginals,
+    span_probabilities,
+    viterbi,
+)
+from birnn.metrics.calibration import calibration, model_confidences, reliability
+from birnn.models import SentenceClassifier, TokenTagger
 from birnn.models.crf import CRF, iob2_constraints, is_valid_iob2
 
 LABEL_SETS = {
@@ -72,7 +81,6 @@ def test_lattice_matches_brute_force(num_labels, constrained, seed):
     crf = random_crf(labels, constrained, seed)
     lattice = Lattice.from_crf(crf)
     emissions = batch_emissions(num_labels, seed)
-    emissions[0, :, :] += 0.0
     lengths = np.array(LENGTHS)
     probs = marginals(emissions, lengths, lattice)
     _, _, log_z = forward_backward(emissions, lengths, lattice)
@@ -153,3 +161,65 @@ def test_lattice_round_trips_through_json():
 def test_bad_lengths_are_refused():
     with pytest.raises(ValueError, match="lengths"):
         marginals(np.zeros((2, 3, 2)), [3, 4], Lattice.independent(2))
+
+
+# ------------------------------------------------------------------------------ calibration
+
+
+def test_expected_calibration_error_by_hand():
+    confidences = [0.05, 0.15, 0.95, 0.97, 0.55, 0.58, 0.0, 1.0]
+    correct = [0, 1, 1, 0, 1, 1, 0, 1]
+    stats = reliability(confidences, correct, bins=10)
+    # bin 0: 0.05, 0.0 (conf 0.025, acc 0); bin 1: 0.15 (acc 1); bin 5: 0.55, 0.58 (conf
+    # 0.565, acc 1); bin 9: 0.95, 0.97, 1.0 (conf 2.92 / 3, acc 2 / 3)
+    assert stats.counts.tolist() == [2, 1, 0, 0, 0, 2, 0, 0, 0, 3]
+    gaps = 2 * 0.025 + 1 * 0.85 + 2 * 0.435 + 3 * abs(2 / 3 - 2.92 / 3)
+    assert stats.ece == pytest.approx(gaps / 8)
+    assert np.isnan(stats.accuracy[2]) and stats.accuracy[9] == pytest.approx(2 / 3)
+    assert reliability([], []).ece == 0.0
+
+
+def test_a_calibrated_predictor_has_a_small_error():
+    rng = np.random.default_rng(0)
+    confidences = rng.uniform(size=200_000)
+    correct = rng.uniform(size=confidences.size) < confidences  # right with that probability
+    assert reliability(confidences, correct).ece < 0.01
+    assert reliability(confidences, ~correct).ece > 0.3
+
+
+def tiny_batch(labels_or_classes: int, task: str) -> dict:
+    torch.manual_seed(0)
+    lengths = torch.tensor([5, 3, 1])
+    words = torch.randint(2, 20, (3, 5)) * (torch.arange(5) < lengths[:, None])
+    batch = {"words": words, "lengths": lengths}
+    if task == "tagging":
+        batch["tags"] = torch.randint(0, labels_or_classes, (3, 5))
+    else:
+        batch["label"] = torch.randint(0, labels_or_classes, (3,))
+    return batch
+
+
+def test_model_confidences_of_a_softmax_tagger_and_a_classifier(tmp_path):
+    labels = LABEL_SETS[5]
+    tagger = TokenTagger(20, labels, {"hidden_size": 4}, embedding_dim=6).eval()
+    batch = tiny_batch(5, "tagging")
+    confidences, correct = model_confidences(tagger, [batch])
+    with torch.no_grad():
+        probs = tagger(batch["words"], batch["lengths"]).softmax(-1)
+    best, predicted = probs.max(-1)
+    real = torch.arange(5) < batch["lengths"][:, None]
+    np.testing.assert_allclose(confidences, best[real].numpy(), atol=1e-6)
+    assert correct.tolist() == (predicted == batch["tags"])[real].tolist()
+    chart = tmp_path / "test_calibration.png"
+    ece = calibration(tagger, [batch], chart)
+    assert ece == pytest.approx(reliability(confidences, correct).ece)
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    classifier = SentenceClassifier(20, ["neg", "pos"], {"hidden_size": 4},
+                                    embedding_dim=6).eval()
+    batch = tiny_batch(2, "classification")
+    confidences, correct = model_confidences(classifier, [batch])
+    with torch.no_grad():
+        best, predicted = classifier(batch["words"], batch["lengths"]).softmax(-1).max(-1)
+    np.testing.assert_allclose(confidences, best.numpy(), atol=1e-6)
+    assert correct.tolist() == (predicted == batch["label"]).tolist()

@@ -57,6 +57,14 @@ class Lattice:
         transitions, start, end = (p.detach().double().cpu().numpy() for p in crf._params())
         return cls(transitions, start, end)
 
+    @classmethod
+    def of_tagger(cls, model) -> Lattice:
+        """The lattice a `birnn.models.TokenTagger` decodes with: its CRF's, or independent
+        tokens for a softmax head."""
+        if getattr(model, "crf", None) is not None:
+            return cls.from_crf(model.crf)
+        return cls.independent(len(model.labels))
+
     def to_dict(self) -> dict:
         """Plain lists, for JSON."""
         return {"transitions": self.transitions.tolist(), "start": self.start.tolist(),
