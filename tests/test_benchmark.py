@@ -1,14 +1,14 @@
-"""Smoke tests for scripts/benchmark.py on tiny sizes: outputs well formed, no timing asserts.
+"""Smoke tests for `birnn.bench` on tiny sizes: outputs well formed, no timing asserts.
 
-The script runs once (module-scoped fixture) in a subprocess with one thread, as a user would
-run it, over a grid that covers every code path: uniform and mixed cells, concat (fused
-baselines apply) and sum (they do not), 1 and 2 layers, fp32 and bf16, full and ragged
-lengths, and the tagger profile.
+The benchmark runs once (module-scoped fixture) in a subprocess through its thin entry point
+scripts/benchmark.py, with one thread, as a user would run it, over a grid that covers every
+code path: uniform and mixed cells, concat (fused baselines apply) and sum (they do not), 1 and
+2 layers, fp32 and bf16, full and ragged lengths, and the tagger profile.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import argparse
 import json
 import math
 import subprocess
@@ -16,6 +16,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+from birnn.bench import cli
+from birnn.bench.cases import candidates
+from birnn.bench.grid import Config, make_batch
+from birnn.bench.keras_peer import add_keras_ratios, keras_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "benchmark.py"
@@ -30,19 +36,6 @@ NUMBERS = (
     "infer_gflops", "train_frac_matmul", "infer_frac_matmul",
 )  # fmt: skip
 RATIOS = ("vs_layered_loop", "vs_layered_loop_infer", "vs_fused", "vs_fused_infer")
-
-
-@pytest.fixture(scope="module")
-def bench():
-    """scripts/benchmark.py imported as a module (registered first: its dataclass needs it)."""
-    spec = importlib.util.spec_from_file_location("birnn_benchmark_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.modules.pop(spec.name, None)
 
 
 @pytest.fixture(scope="module")
@@ -140,33 +133,46 @@ def test_profile_records(run):
         assert all(ms > 0 for ms in rec["phases_ms"].values())
 
 
-def test_flop_count(bench):
-    # one LSTM layer, E=3, H=2: 2 directions x 2 * 4 gates * 2 * (3 + 2)
-    assert bench.forward_flops_per_token(["lstm"], "concat", 3, 2) == 2 * 2 * 4 * 2 * 5
-    # second layer's input is 2H after concat, H after sum; GRU has 3 gates
-    assert bench.forward_flops_per_token(["gru", "lstm"], "concat", 3, 2) == (
-        2 * 2 * 3 * 2 * 5 + 2 * 2 * 4 * 2 * 6
-    )
-    assert bench.forward_flops_per_token(["gru", "lstm"], "sum", 3, 2) == (
-        2 * 2 * 3 * 2 * 5 + 2 * 2 * 4 * 2 * 4
-    )
-    assert bench.layer_cells("mixed", 3) == ["gru", "lstm", "gru"]
-    assert not math.isnan(bench.matmul_gflops(bench.torch.device("cpu"), "fp32", 16, 1))
+def test_python_dash_m_runs_the_same_command_line():
+    proc = subprocess.run([sys.executable, "-m", "birnn.bench", "--help"], capture_output=True,
+                          text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "--quick" in proc.stdout and "--ragged" in proc.stdout
+    assert proc.stdout.startswith("usage: python -m birnn.bench")
 
 
-def test_cli_rejects_bad_axis(bench):
+def test_an_extra_mode_runs_instead_of_the_grid(monkeypatch):
+    ran = []
+
+    def add(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--fake-model", help="time a model file")
+
+    def run(args: argparse.Namespace) -> int:
+        ran.append((args.fake_model, args.batch))
+        return 3
+
+    mode = cli.Mode(add_arguments=add, wanted=lambda a: a.fake_model is not None, run=run)
+    monkeypatch.setattr(cli, "MODES", (mode,))
+    monkeypatch.setattr(cli, "run_grid", lambda args: pytest.fail("the grid ran"))
+    assert cli.main(["--fake-model", "m.keras", "--batch", "4"]) == 3
+    assert ran == [("m.keras", 4)]  # the grid's own options still parse alongside
     with pytest.raises(SystemExit):
-        bench.parse_args(["--merges", "concat,max"])
-    args = bench.parse_args(["--quick"])
+        cli.parse_args(["--fake-model"])  # the mode's option is checked by the one parser
+
+
+def test_cli_rejects_bad_axis():
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--merges", "concat,max"])
+    args = cli.parse_args(["--quick"])
     assert args.cells == ["lstm", "gru"] and args.layers == [2] and args.hidden == [256]
-    assert bench.parse_args(["--quick", "--hidden", "64"]).hidden == [64]  # flags beat presets
+    assert cli.parse_args(["--quick", "--hidden", "64"]).hidden == [64]  # flags beat presets
     with pytest.raises(SystemExit):
-        bench.parse_args(["--keras-threads", "2"])
-    assert bench.parse_args(["--keras-threads", "1,2"]).keras_threads == (1, 2)
-    assert bench.parse_args(["--keras-jit", "false"]).keras_jit is False
+        cli.parse_args(["--keras-threads", "2"])
+    assert cli.parse_args(["--keras-threads", "1,2"]).keras_threads == (1, 2)
+    assert cli.parse_args(["--keras-jit", "false"]).keras_jit is False
 
 
-def test_keras_ratios_pair_each_stack_with_its_keras_row(bench):
+def test_keras_ratios_pair_each_stack_with_its_keras_row():
     def row(impl, precision, tok_s, merge="sum", lengths="full", auto=None):
         rec = {"impl": impl, "cell": "lstm", "merge": merge, "layers": 2, "hidden": 8,
                "device": "cpu" if impl != "keras" else "keras:tensorflow",
@@ -184,9 +190,9 @@ def test_keras_ratios_pair_each_stack_with_its_keras_row(bench):
         row("birnn-concurrent", "fp32", 500.0, auto=False),  # the concurrent option: a ratio
         row("keras", "fp32", 200.0),
     ]
-    bench.add_keras_ratios(results)
+    add_keras_ratios(results)
     assert [r.get("vs_keras") for r in results] == [1.5, 3.0, None, None, None, 2.5, None]
-    table = bench.keras_markdown(results)
+    table = keras_markdown(results)
     assert "| auto | 300 | 200 | 1.50x |" in table and "| auto | 600 | 200 | 3.00x |" in table
     assert "| directions=concurrent | 500 | 200 | 2.50x |" in table
     assert len(table.strip().splitlines()) == 2 + 3
@@ -194,21 +200,21 @@ def test_keras_ratios_pair_each_stack_with_its_keras_row(bench):
 
 @pytest.mark.parametrize("merge", ["concat", "sum", "mul", "ave"])
 @pytest.mark.parametrize("cell", ["lstm", "gru", "mixed"])
-def test_implementations_compute_the_same_stack(bench, cell, merge):
+def test_implementations_compute_the_same_stack(cell, merge):
     """Every implementation timed for a configuration is built from the same seed into the
     same weights, so on a full-length batch they must give the same outputs (the ratios
     compare equal work); on a ragged batch birnn's two strategies agree at real tokens."""
-    args = bench.parse_args(["--batch", "3", "--seq", "6", "--input", "5"])
+    args = cli.parse_args(["--batch", "3", "--seq", "6", "--input", "5"])
     for lengths in ("full", "ragged"):
-        cfg = bench.Config(cell, merge, 2, 4, "cpu", "fp32", lengths)
-        x, lens = bench.make_batch(cfg, args, bench.torch.device("cpu"))
+        cfg = Config(cell, merge, 2, 4, "cpu", "fp32", lengths)
+        x, lens = make_batch(cfg, args, torch.device("cpu"))
         outputs = {}
-        with bench.torch.no_grad():
-            for name, build in bench.candidates(cfg, args.input, seed=7).items():
+        with torch.no_grad():
+            for name, build in candidates(cfg, args.input, seed=7).items():
                 outputs[name] = build().eval()(x, lens)
         if lengths == "full":
             assert {"birnn-layered", "layered-loop"} <= set(outputs)
             for name, out in outputs.items():
-                bench.torch.testing.assert_close(out, outputs["layered-loop"], msg=name)
+                torch.testing.assert_close(out, outputs["layered-loop"], msg=name)
         else:
-            bench.torch.testing.assert_close(outputs["birnn-layered"], outputs["birnn-packed"])
+            torch.testing.assert_close(outputs["birnn-layered"], outputs["birnn-packed"])

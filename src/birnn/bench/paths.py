@@ -1,0 +1,46 @@
+"""Which implementation birnn's `auto` options run, and how its GRU recurrence runs here.
+
+The benchmark times every implementation with explicit `BiRNN` options and only marks the one
+`impl="auto"` would run, and the GRU recurrence `gru="auto"` would not; this module is the one
+place that asks the encoder, so a change of the encoder's internals is met here alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from birnn import BiRNN
+from birnn.encoder import gru as birnn_gru
+from birnn.encoder import native
+
+
+def auto_impl(input_size: int, hidden: int, cells: list[str], merge: str,
+              device: torch.device) -> str:
+    """`"fused"` or `"layered"`: what `BiRNN(impl="auto")` runs for this stack on `device`."""
+    enc = BiRNN(input_size, hidden, cells, len(cells), merge, impl="auto")
+    return "fused" if enc.use_fused(device) else "layered"
+
+
+def auto_gru(input_size: int, hidden: int, cells: list[str], merge: str,
+             device: torch.device) -> str:
+    """`"birnn"` or `"torch"`: the GRU recurrence `BiRNN(gru="auto")` runs on `device`."""
+    enc = BiRNN(input_size, hidden, cells, len(cells), merge)
+    return "birnn" if enc.use_birnn_gru(device) else "torch"
+
+
+def gru_runtime() -> dict[str, str]:
+    """How birnn's GRU recurrence runs on this CPU: its matmuls and its element-wise steps."""
+    return {
+        "gru_matmul": "oneDNN" if birnn_gru.onednn_is_faster() else "torch.matmul",
+        "gru_steps": "C kernel" if native.gru_kernel() is not None else "PyTorch ops",
+    }
+
+
+def onednn_matmul() -> Callable[[Tensor, Tensor], Tensor] | None:
+    """`a @ b` through oneDNN (the matmul birnn's GRU can use on CPU), or None without it."""
+    if not birnn_gru.ONEDNN:
+        return None
+    return lambda a, b: birnn_gru.onednn_linear(a, b.t())
