@@ -1,0 +1,231 @@
+"""ONNX export: onnxruntime's outputs against PyTorch eager ones for every merge, cell, mixed
+stacks, character and casing features, both heads and the classifiers' poolings; a model
+trained on the embedded sample through `export.py` and `predict.py ckpt=model.onnx`, which
+must not import Lightning; the commands of docs/deployment.md."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, SAMPLE_NER, make_config
+
+pytest.importorskip("onnxruntime")
+import onnxruntime  # noqa: E402
+
+from birnn.export.onnx import export_onnx  # noqa: E402
+from birnn.export.runtime import OnnxRunner  # noqa: E402
+from birnn.models import SentenceClassifier, TokenTagger  # noqa: E402
+
+LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+VOCAB = 40
+CHARS = 12
+
+
+def vocabularies(task: str, labels: list[str], chars: bool) -> dict:
+    table = {"itos": ["<pad>", "<unk>", *(f"w{i}" for i in range(VOCAB - 2))], "unk": "<unk>",
+             "lower": False}
+    out = {"task": task, "words": table, "labels": {"itos": labels, "unk": None, "lower": False}}
+    if chars:
+        out["chars"] = {"itos": ["<pad>", "<unk>", *"abcdefghij"], "unk": "<unk>",
+                        "lower": False}
+    return out
+
+
+def batch(with_chars: bool, seed: int = 1) -> dict[str, torch.Tensor]:
+    """Six sentences of mixed lengths (batch and steps unlike the traced example's), words of
+    mixed character lengths, padding everywhere else."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.tensor([9, 1, 4, 7, 2, 9])
+    real = torch.arange(9)[None, :] < lengths[:, None]  # (B, T)
+    out = {"words": torch.randint(1, VOCAB, (6, 9), generator=g) * real, "lengths": lengths,
+           "casing": torch.randint(1, 6, (6, 9), generator=g) * real}
+    if with_chars:
+        word_lengths = torch.randint(1, 8, (6, 9), generator=g) * real
+        width = torch.arange(7)[None, None, :] < word_lengths[..., None]  # (B, T, W)
+        out["chars"] = torch.randint(1, CHARS, (6, 9, 7), generator=g) * width
+    return out
+
+
+def onnx_outputs(path, inputs: dict[str, torch.Tensor]) -> np.ndarray:
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    return session.run(None, {n: inputs[n].numpy() for n in names})[0]
+
+
+def check_parity(model, inputs: dict, tmp_path, task: str) -> None:
+    model.eval()
+    chars = "chars" in inputs and getattr(model, "char_encoder", None) is not None
+    path = export_onnx(model, vocabularies(task, model.labels, chars), tmp_path)
+    with torch.no_grad():
+        if task == "tagging":
+            features = {k: inputs[k] for k in ("chars", "casing")
+                        if k in inputs and (k != "chars" or chars)
+                        and (k != "casing" or model.casing_embedding is not None)}
+            expected = model(inputs["words"], inputs["lengths"], **features).numpy()
+        else:
+            expected = model(inputs["words"], inputs["lengths"]).numpy()
+    got = onnx_outputs(path, inputs)
+    assert got.shape == expected.shape
+    if task == "tagging":
+        real = (torch.arange(inputs["words"].size(1))[None] < inputs["lengths"][:, None]).numpy()
+        got, expected = got[real], expected[real]  # (real tokens, L)
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+
+
+def tagger(encoder: dict, **kwargs) -> TokenTagger:
+    torch.manual_seed(0)
+    return TokenTagger(VOCAB, LABELS, {"hidden_size": 5, **encoder}, embedding_dim=6,
+                       **kwargs)
+
+
+ENCODERS = [
+    *({"merge": [m, m]} for m in ("concat", "sum", "mul", "ave")),
+    {"merge": ["mul", "none"]},  # `none` only last
+    *({"cell": c} for c in ("gru", "rnn")),
+    {"cell": ["gru", "lstm", "rnn"], "hidden_size": [4, 6, 5], "merge": ["sum", "concat", "ave"]},
+]
+
+
+@pytest.mark.parametrize("encoder", ENCODERS, ids=lambda e: "-".join(map(str, e.values())).replace(" ", ""))
+def test_tagger_encoders_export(encoder, tmp_path):
+    check_parity(tagger(encoder), batch(False), tmp_path, "tagging")
+
+
+@pytest.mark.parametrize("features", [
+    {"head": "crf", "casing": True},
+    {"char": {"kind": "cnn", "dim": 4, "filters": 5, "max_length": 5}, "num_chars": CHARS},
+    {"char": {"kind": "birnn", "dim": 4, "hidden_size": 3}, "num_chars": CHARS,
+     "casing": True, "head": "crf"},
+], ids=["crf-casing", "chars-cnn", "chars-birnn-casing-crf"])
+def test_tagger_features_and_heads_export(features, tmp_path):
+    model = tagger({"cell": "gru", "merge": "sum"}, **features)
+    inputs = batch(True)
+    inputs["chars"][0, 3] = 0  # a real word without characters
+    check_parity(model, inputs, tmp_path, "tagging")
+
+
+@pytest.mark.parametrize("pooling", ["final", "mean", "max", "attention"])
+def test_classifiers_export(pooling, tmp_path):
+    torch.manual_seed(0)
+    merge = "none" if pooling == "final" else "sum"
+    model = SentenceClassifier(VOCAB, ["neg", "pos"], {"hidden_size": 5, "merge": merge},
+                               embedding_dim=6, pooling=pooling)
+    check_parity(model, batch(False), tmp_path, "classification")
+
+
+def test_labels_file_holds_the_lattice(tmp_path):
+    model = tagger({}, head="crf").eval()
+    export_onnx(model, vocabularies("tagging", LABELS, False), tmp_path)
+    info = json.loads((tmp_path / "labels.json").read_text())
+    assert info["labels"] == LABELS and info["head"] == "crf"
+    assert info["inputs"] == ["words", "lengths"]
+    expected = (model.crf.transitions + model.crf.trans_penalty).detach().numpy()
+    np.testing.assert_allclose(info["lattice"]["transitions"], expected, atol=1e-6)
+    assert min(info["lattice"]["start"]) < -1000  # I- tags may not start a sentence
+
+
+# ------------------------------------------------------ a trained model, end to end (CLI)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from birnn.cli.train import train
+
+    out = tmp_path_factory.mktemp("trained")
+    train(make_config(out, "encoder.hidden_size=8", "model.embedding_dim=16",
+                      "model.head=crf", "model.casing=true", "model.char.kind=cnn",
+                      "model.char.dim=8", "model.char.filters=8", "trainer.max_epochs=1",
+                      "+trainer.limit_train_batches=8", "model.optimizer.lr=0.01"))
+    export = out / "export"
+    run = subprocess.run([sys.executable, "export.py", f"ckpt={out}", f"output={export}"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    return out, export
+
+
+def sample_sentences() -> list[list[str]]:
+    from birnn.data import read_column_file
+
+    return [tokens for tokens, _ in read_column_file(SAMPLE_NER / "test.txt")]
+
+
+def test_onnx_tags_and_scores_equal_the_checkpoints(trained):
+    from birnn.checkpoint import load_model
+    from birnn.decoding import Lattice, decode
+
+    run, export = trained
+    assert {p.name for p in export.iterdir()} >= {"model.onnx", "vocabularies.json",
+                                                  "labels.json"}
+    sentences = sample_sentences()
+    runner = OnnxRunner.from_path(export / "model.onnx")
+    got = runner.predict(sentences, batch_size=64)
+
+    # the checkpoint in PyTorch: emissions of one sentence at a time, decoded with its lattice
+    model, vocabs = load_model(run)
+    words = {s: i for i, s in enumerate(vocabs["words"]["itos"])}
+    chars = {s: i for i, s in enumerate(vocabs["chars"]["itos"])}
+    lattice, labels = Lattice.of_tagger(model), model.labels
+    from birnn.tags import word_shape
+
+    for tokens, result in zip(sentences[:60], got[:60], strict=True):
+        ids = torch.tensor([[words.get(t, 1) for t in tokens]])
+        width = max(len(t) for t in tokens)
+        char_ids = torch.tensor([[[chars.get(c, 1) for c in t] + [0] * (width - len(t))
+                                  for t in tokens]])
+        casing = torch.tensor([[word_shape(t) for t in tokens]])
+        with torch.no_grad():
+            emissions = model(ids, torch.tensor([len(tokens)]), chars=char_ids, casing=casing)
+        [expected] = decode(emissions.double().numpy(), [len(tokens)], lattice, labels)
+        assert result["tags"] == [labels[i] for i in expected.tags]
+        np.testing.assert_allclose(result["token_scores"], expected.token_scores, atol=1e-4)
+        assert [(s["type"], s["start"], s["end"]) for s in result["spans"]] == \
+            [s[:3] for s in expected.spans]
+        np.testing.assert_allclose([s["score"] for s in result["spans"]],
+                                   [s[3] for s in expected.spans], atol=1e-4)
+    assert any(r["spans"] for r in got)  # trained enough to find some entities
+
+
+def test_the_runner_imports_neither_lightning_nor_the_model_code(trained):
+    _, export = trained
+    code = ("import sys, json\n"
+            "from birnn.export.runtime import OnnxRunner\n"
+            f"r = OnnxRunner.from_path({str(export / 'model.onnx')!r})\n"
+            "print(json.dumps(r.predict([['EU', 'rejects', 'German', 'call']])))\n"
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('lightning', "
+            "'pytorch_lightning') or m.startswith('birnn.models')]\n"
+            "assert not bad, bad\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    assert len(json.loads(run.stdout)[0]["tags"]) == 4
+
+
+def test_bad_export_requests_are_one_line_errors(trained, tmp_path):
+    run, _ = trained
+    bad = subprocess.run([sys.executable, "export.py", f"ckpt={run}", "format=tflite"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "format" in bad.stderr and "onnx" in bad.stderr
+    missing = OnnxRunner.from_path
+    with pytest.raises(Exception, match="not found"):
+        missing(tmp_path / "model.onnx")
+
+
+# -------------------------------------------------------- the commands of deployment.md
+
+
+def test_deployment_doc_commands_run(trained, tmp_path):
+    run, _ = trained
+    text = (ROOT / "docs" / "deployment.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+    assert blocks
+    script = "\n".join(blocks).replace("outputs/DATE/TIME", str(run))
+    env_setup = f"set -euo pipefail\ncd {ROOT}\nexport PATH={sys.executable.rsplit('/', 1)[0]}:$PATH\n"
+    done = subprocess.run(["bash", "-c", env_setup + script], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
