@@ -24,7 +24,7 @@ from test_encoder import (
 )
 
 from birnn import BiRNN
-from birnn.encoder import birnn as encoder_module
+from birnn.encoder import directions, policy
 from birnn.encoder.concurrent import two_directions
 from birnn.errors import ConfigError
 
@@ -40,13 +40,20 @@ def _seed():
     torch.manual_seed(0)
 
 
+def concurrent(model, device, steps):
+    """Per layer, whether `model` now runs its two directions on two threads for a batch of
+    `steps` steps on `device`."""
+    return [s == "concurrent" for s in model.plan(torch.device(device), steps).layers] \
+        or [False] * model.num_layers
+
+
 @pytest.mark.parametrize(("cells", "merges"), STACKS)
 def test_training_forward_matches_reference(cells, merges):
     hiddens = [4] * len(cells)
     model = BiRNN(INPUT, hiddens, cells, merge=merges, gru="torch", directions="concurrent")
     x, lengths = batch_input()
     assert model.training and torch.is_grad_enabled()
-    assert all(model.use_concurrent(x.device, x.size(1)))
+    assert all(concurrent(model, x.device, x.size(1)))
     outputs, final = model(x, lengths)
     expected = reference_forward(model, cells, hiddens, merges, x, lengths.tolist())
     assert_close(outputs, expected[0])
@@ -64,14 +71,14 @@ def test_values_and_gradients_equal_packed_modules(cells, merges, full):
 def record_directions(monkeypatch):
     """Patch the one-direction function to record (thread name, output dtype) per call."""
     calls = []
-    direction = encoder_module.direction
+    direction = directions.direction
 
     def recording(*args, **kwargs):
         out = direction(*args, **kwargs)
         calls.append((threading.current_thread().name, out.dtype))
         return out
 
-    monkeypatch.setattr(encoder_module, "direction", recording)
+    monkeypatch.setattr(directions, "direction", recording)
     return calls
 
 
@@ -107,7 +114,7 @@ def test_inference_runs_serial(monkeypatch):
     x, lengths = batch_input()
     calls = record_directions(monkeypatch)
     with torch.no_grad():
-        assert not any(model.use_concurrent(x.device, x.size(1)))
+        assert not any(concurrent(model, x.device, x.size(1)))
         model(x, lengths)
     assert {name for name, _ in calls} <= {threading.current_thread().name}
 
@@ -116,18 +123,18 @@ def test_thread_count_restored_when_a_direction_fails(monkeypatch):
     model = BiRNN(INPUT, 4, "lstm", merge="concat", directions="concurrent")
     x, lengths = batch_input()
     threads = torch.get_num_threads()
-    direction = encoder_module.direction
+    direction = directions.direction
 
     def failing(*args, **kwargs):
         if threading.current_thread() is not threading.main_thread():
             raise RuntimeError("worker direction failed")
         return direction(*args, **kwargs)
 
-    monkeypatch.setattr(encoder_module, "direction", failing)
+    monkeypatch.setattr(directions, "direction", failing)
     with pytest.raises(RuntimeError, match="worker direction failed"):
         model(x, lengths)
     assert torch.get_num_threads() == threads
-    monkeypatch.setattr(encoder_module, "direction", direction)
+    monkeypatch.setattr(directions, "direction", direction)
     model(x, lengths)[0].sum().backward()  # the worker still serves the next call
     assert torch.get_num_threads() == threads
 
@@ -141,21 +148,24 @@ def two_threads():
 
 
 def test_auto_is_the_default_and_takes_gru_layers_of_long_batches(two_threads):
-    cpu, long = torch.device("cpu"), encoder_module.AUTO_CONCURRENT_MIN_STEPS
-    model = BiRNN(INPUT, 4, ["lstm", "gru", "rnn"])
+    cpu, long = "cpu", policy.AUTO_CONCURRENT_MIN_STEPS
+    model = BiRNN(INPUT, 4, ["lstm", "gru", "rnn"], gru="torch")
     assert model.directions == "auto"
-    assert model.use_concurrent(cpu, long) == [False, True, False]
-    assert model.use_concurrent(cpu, long - 1) == [False, False, False]
-    assert not any(model.use_concurrent(torch.device("cuda"), long))
+    assert concurrent(model, cpu, long) == [False, True, False]
+    assert concurrent(model, cpu, long - 1) == [False, False, False]
+    assert not any(concurrent(model, "cuda", long))
     with torch.no_grad():
-        assert not any(model.use_concurrent(cpu, long))
+        assert not any(concurrent(model, cpu, long))
     torch.set_num_threads(1)  # one thread has nothing to split
-    assert not any(model.use_concurrent(cpu, long))
+    assert not any(concurrent(model, cpu, long))
     torch.set_num_threads(2)
-    assert not any(BiRNN(INPUT, 4, "gru", ragged="pack").use_concurrent(cpu, long))
-    assert not any(BiRNN(INPUT, 4, "gru", directions="serial").use_concurrent(cpu, long))
-    assert not any(BiRNN(INPUT, 4, directions="concurrent").use_concurrent(
-        torch.device("cuda"), long))
+    # birnn's GRU recurrence already runs both directions in one loop
+    own = BiRNN(INPUT, 4, ["lstm", "gru", "rnn"], gru="birnn")
+    assert own.plan(torch.device(cpu), long).layers == ("reversed", "birnn_gru", "reversed")
+    assert not any(concurrent(BiRNN(INPUT, 4, "gru", ragged="pack"), cpu, long))
+    assert not any(concurrent(BiRNN(INPUT, 4, "gru", directions="serial"), cpu, long))
+    assert not any(concurrent(BiRNN(INPUT, 4, directions="concurrent", merge="sum"), "cuda",
+                              long))
 
 
 @pytest.mark.parametrize("gru", ["torch", "birnn"])
@@ -163,7 +173,7 @@ def test_auto_runs_gru_layers_of_long_batches_on_two_threads(monkeypatch, two_th
     """A [gru, lstm] stack over a batch of AUTO_CONCURRENT_MIN_STEPS steps: the GRU layer's
     directions on two threads (unless birnn's GRU recurrence runs it), the LSTM layer's on
     this one; values and gradients as the serial stack's."""
-    total = encoder_module.AUTO_CONCURRENT_MIN_STEPS
+    total = policy.AUTO_CONCURRENT_MIN_STEPS
     serial = BiRNN(INPUT, 6, ["gru", "lstm"], merge=["sum", "concat"], gru=gru,
                    directions="serial")
     auto = twin(serial, "layered", directions="auto")

@@ -70,7 +70,7 @@ def hand_merge(f, b, mode):
 def direction_modules(layer, cell, in_width, hidden):
     """Two unidirectional copies of one bidirectional BiRNN layer: (forward, backward)."""
     cls = CELL_CLASSES[cell]
-    assert type(layer) is cls, f"layer is {type(layer).__name__}, config says {cell}"
+    assert layer.cell == cell, f"layer is {layer.cell}, config says {cell}"
     fwd = cls(in_width, hidden, num_layers=1, batch_first=True, bidirectional=False)
     bwd = cls(in_width, hidden, num_layers=1, batch_first=True, bidirectional=False)
     with torch.no_grad():
@@ -313,19 +313,90 @@ def test_fused_equals_layered_values_and_gradients(cell, num_layers, last):
     assert_same_stack(layered, fused)
 
 
+def reverses(model, device, ragged=True):
+    """Whether `model` runs a batch on `device` padded and reversed within lengths (packed
+    otherwise, or padded as is for a full batch)."""
+    plan = model.plan(torch.device(device), T, ragged)
+    assert not (plan.pack and plan.reverse)
+    assert plan.pack == (ragged and not plan.reverse)
+    return plan.reverse
+
+
 def test_auto_ragged_reverses_on_cpu_only():
-    cpu = torch.device("cpu")
-    model = BiRNN(INPUT, 4, "lstm", 2, merge="sum")
-    assert model.use_reverse(cpu)
-    assert not model.use_reverse(torch.device("cuda"))
-    gru = BiRNN(INPUT, 4, "gru", 2, merge="sum")
-    mixed = BiRNN(INPUT, 4, ["gru", "lstm"], merge="sum")
-    assert gru.use_reverse(cpu) and mixed.use_reverse(cpu)
+    # serial directions and PyTorch's GRU: they would take the padded run for their own sake
+    serial = {"directions": "serial", "gru": "torch"}
+    model = BiRNN(INPUT, 4, "lstm", 2, merge="sum", **serial)
+    assert reverses(model, "cpu")
+    assert not reverses(model, "cuda")
+    assert not reverses(model, "cpu", ragged=False)  # a full batch runs as it is
+    gru = BiRNN(INPUT, 4, "gru", 2, merge="sum", **serial)
+    mixed = BiRNN(INPUT, 4, ["gru", "lstm"], merge="sum", **serial)
+    assert reverses(gru, "cpu") and reverses(mixed, "cpu")
     with torch.no_grad():  # inference: packed unless a layer is an LSTM
-        assert not gru.use_reverse(cpu)
-        assert mixed.use_reverse(cpu) and model.use_reverse(cpu)
-    assert BiRNN(INPUT, 4, ragged="pack").use_reverse(torch.device("cpu")) is False
-    assert BiRNN(INPUT, 4, ragged="reverse").use_reverse(torch.device("cuda")) is True
+        assert not reverses(gru, "cpu")
+        assert reverses(mixed, "cpu") and reverses(model, "cpu")
+    assert not reverses(BiRNN(INPUT, 4, ragged="pack"), "cpu")
+    assert reverses(BiRNN(INPUT, 4, merge="sum", ragged="reverse"), "cuda")
+    # birnn's GRU recurrence runs padded only: every layer reversed, full batches too
+    own = BiRNN(INPUT, 4, ["gru", "lstm"], merge="sum", gru="birnn")
+    assert reverses(own, "cpu", ragged=False)
+    assert own.plan(torch.device("cpu"), T).layers == ("birnn_gru", "reversed")
+
+
+def test_auto_fuses_on_cuda_only():
+    fusable = BiRNN(INPUT, 4, "lstm", 2)
+    assert fusable.plan(torch.device("cuda"), T).fused
+    assert not fusable.plan(torch.device("cpu"), T).fused
+    assert not BiRNN(INPUT, 4, "lstm", 2, merge="sum").plan(torch.device("cuda"), T).fused
+    assert not BiRNN(INPUT, 4, "lstm", 2, impl="layered").plan(torch.device("cuda"), T).fused
+    assert BiRNN(INPUT, 4, "lstm", 2, impl="fused").plan(torch.device("cpu"), T).fused
+
+
+@pytest.mark.parametrize("impl", ["auto", "fused"])
+def test_export_plan_is_layered_padded_and_serial(impl, monkeypatch):
+    """Traced or exported, every option takes the exportable path: layer by layer, padded and
+    reversed within lengths (full batches too), PyTorch's GRU, serial directions."""
+    from birnn.encoder import policy
+
+    model = BiRNN(INPUT, 4, ["gru", "lstm"] if impl == "auto" else "gru", 2,
+                  gru="birnn" if impl == "auto" else "auto", impl=impl)
+    monkeypatch.setattr(torch.jit, "is_tracing", lambda: True)
+    assert policy.exporting()
+    for ragged in (True, False):
+        plan = model.plan(torch.device("cuda"), 40, ragged)
+        assert plan == policy.Plan(fused=False, pack=False, reverse=True,
+                                   layers=("reversed", "reversed"))
+    x, lengths = batch_input()
+    monkeypatch.undo()
+    with torch.no_grad():
+        want = twin(model, "layered", ragged="pack", gru="torch")(x, lengths)
+    monkeypatch.setattr(torch.jit, "is_tracing", lambda: True)
+    with torch.no_grad():
+        got = model(x, lengths)
+    assert_close(got[0], want[0])
+    assert_close(got[1], want[1])
+
+
+def test_bidirectional_layer_matches_two_unidirectional_modules():
+    """One `Bidirectional` layer on its own, every strategy: the forward module over the
+    sequence, the backward module over it flipped, merged by hand."""
+    from birnn.encoder import Bidirectional
+    from birnn.encoder.layout import Layout
+
+    layer = Bidirectional(INPUT, 4, "gru", "sum").eval()
+    fwd, bwd = direction_modules(layer, "gru", INPUT, 4)
+    x, lengths = batch_input()
+    with torch.no_grad():
+        for strategy in ("joint", "reversed", "concurrent", "birnn_gru"):
+            layout = Layout(x, lengths, pack=strategy == "joint", reverse=strategy != "joint")
+            merged, final = layer(layout.data, layout, strategy, return_state=True)
+            merged = layout.restore(merged)
+            for i, n in enumerate(lengths.tolist()):
+                f, f_state = fwd(x[i : i + 1, :n])
+                b, b_state = bwd(x[i : i + 1, :n].flip(1))
+                assert_close(merged[i, :n], f[0] + b[0].flip(0))
+                assert torch.all(merged[i, n:] == 0)
+                assert_close(final[i], last_h(f_state) + last_h(b_state))
 
 
 @pytest.mark.parametrize(
@@ -468,22 +539,28 @@ def test_state_dict_assign_reaches_fused():
 
 
 def test_unknown_cell_lists_valid_cells():
-    with pytest.raises(ConfigError, match=r"cell.*'lstmm'") as info:
+    with pytest.raises(ConfigError, match=r"^encoder\.cell: must be one of lstm, gru, rnn, "
+                       r"or a list of them \(one per layer\), got 'lstmm'$"):
         BiRNN(INPUT, 4, "lstmm")
-    for name in ("lstm", "gru", "rnn"):
-        assert name in str(info.value).split("'lstmm'")[1]
 
 
 def test_unknown_cell_in_list():
-    with pytest.raises(ConfigError, match=r"cell.*'transformer'.*lstm.*gru.*rnn"):
+    with pytest.raises(ConfigError, match=r"^encoder\.cell: unknown 'transformer': each entry "
+                       r"must be one of lstm, gru, rnn, got \['lstm', 'transformer'\]$"):
         BiRNN(INPUT, 4, ["lstm", "transformer"])
 
 
 def test_unknown_merge_lists_valid_modes():
-    with pytest.raises(ConfigError, match=r"merge.*'max'") as info:
+    with pytest.raises(ConfigError, match=r"^encoder\.merge: unknown 'max'") as info:
         BiRNN(INPUT, 4, "lstm", 2, merge=["concat", "max"])
+    assert "\n" not in str(info.value)
     for mode in MODES:
         assert mode in str(info.value).split("'max'")[1]
+
+
+def test_names_are_case_insensitive():
+    model = BiRNN(INPUT, 4, ["GRU", "lstm"], merge="Sum")
+    assert model.cells == ["gru", "lstm"] and model.merges == ["sum", "sum"]
 
 
 @pytest.mark.parametrize("merges", [["none", "concat"], ["sum", "none", "none"]])
@@ -502,7 +579,7 @@ def test_none_only_on_last_layer(merges):
     ],
 )
 def test_per_layer_list_length_mismatch(kwargs, key):
-    with pytest.raises(ConfigError, match=rf"{key}: \d+ entries .* \d+ layers"):
+    with pytest.raises(ConfigError, match=rf"^encoder\.{key}: \d+ entries .* \d+ layers"):
         BiRNN(INPUT, **kwargs)
 
 
@@ -517,13 +594,14 @@ def test_per_layer_list_length_mismatch(kwargs, key):
     ],
 )
 def test_non_positive_sizes(kwargs, key):
-    with pytest.raises(ConfigError, match=rf"{key}: must be an integer >= 1"):
+    with pytest.raises(ConfigError, match=rf"^encoder\.{key}: must be an integer >= 1"):
         BiRNN(INPUT, **kwargs)
 
 
 @pytest.mark.parametrize("dropout", [-0.1, 1.0, 1.5])
 def test_dropout_out_of_range(dropout):
-    with pytest.raises(ConfigError, match=r"dropout: must be in \[0, 1\)"):
+    with pytest.raises(ConfigError, match=rf"^encoder\.dropout: must be in \[0, 1\), "
+                       rf"got {dropout}$"):
         BiRNN(INPUT, 4, "lstm", 2, dropout=dropout)
 
 
@@ -538,14 +616,15 @@ def test_dropout_out_of_range(dropout):
 )
 def test_fused_on_non_fusable_stack(kwargs, shown):
     kwargs = {"hidden_size": 4, "cell": "lstm", "num_layers": 2, **kwargs}
-    with pytest.raises(ConfigError, match=r"impl: 'fused' needs .*layered") as info:
+    with pytest.raises(ConfigError, match=r"^encoder\.impl: 'fused' needs .*layered") as info:
         BiRNN(INPUT, impl="fused", **kwargs)
     assert shown in str(info.value)
     BiRNN(INPUT, impl="layered", **kwargs)  # the same stack is fine layer by layer
 
 
 def test_unknown_impl():
-    with pytest.raises(ConfigError, match=r"impl.*'cudnn'.*auto.*fused.*layered"):
+    with pytest.raises(ConfigError, match=r"^encoder\.impl: must be one of auto, fused, "
+                       r"layered, got 'cudnn'$"):
         BiRNN(INPUT, 4, impl="cudnn")
 
 
@@ -630,3 +709,75 @@ def test_bf16_autocast_on_cpu_close_to_fp32(cells, ragged):
     assert torch.isfinite(x16.grad).all() and x16.grad.abs().sum() > 0
     for i, n in enumerate(lengths.tolist()):
         assert torch.all(got[i, n:] == 0)
+
+
+# --- 8. the config schema and the fused module's parameters ------------------------------
+
+
+def test_schema_checks_a_config_group_as_birnn_does():
+    """The command line's `encoder` group and `BiRNN`'s keyword arguments share one schema:
+    the same value fails with the same line, and a good group builds the same stack."""
+    from omegaconf import OmegaConf
+
+    from birnn.config.base import check
+    from birnn.config.encoder import EncoderSchema
+
+    group = OmegaConf.create({"cell": ["gru", "lstm"], "hidden_size": [5, 3],
+                              "merge": ["concat", "none"], "dropout": 0.1})
+    options = check(EncoderSchema, group, "encoder")
+    assert options.cells == ["gru", "lstm"] and options.hidden_sizes == [5, 3]
+    assert options.num_layers == 2 and not options.fusable
+    assert BiRNN(INPUT, **group).output_size == 3
+    bad = {**group, "merge": ["none", "concat"]}
+    with pytest.raises(ConfigError) as from_config:
+        check(EncoderSchema, bad, "encoder")
+    with pytest.raises(ConfigError) as from_python:
+        BiRNN(INPUT, **bad)
+    assert str(from_config.value) == str(from_python.value)
+    assert str(from_config.value).startswith("encoder.merge: 'none' is only allowed")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "line"),
+    [
+        ({"gru": "birnn", "ragged": "pack"}, r"^encoder\.gru: 'birnn' runs batches padded"),
+        ({"directions": "concurrent", "ragged": "pack"}, r"^encoder\.directions: 'concurrent'"),
+        ({"residual": True}, r"^encoder\.residual: no layer's input has its output's width"),
+        ({"residual": 1}, r"^encoder\.residual: must be true or false, got 1$"),
+        ({"forget_bias": float("inf")}, r"^encoder\.forget_bias: must be a finite number"),
+        ({"init": "xavier"}, r"^encoder\.init: must be one of default, orthogonal, got"),
+        ({"dropout_kind": "zoneout"}, r"^encoder\.dropout_kind: must be one of standard, "),
+        ({"hidden_size": True}, r"^encoder\.hidden_size: must be an integer >= 1"),
+        ({"dropout": "0.1"}, r"^encoder\.dropout: must be in \[0, 1\), got '0.1'$"),
+    ],
+)
+def test_rules_across_options_name_the_key(kwargs, line):
+    with pytest.raises(ConfigError, match=line):
+        BiRNN(INPUT, **{"hidden_size": 4, **kwargs})
+
+
+def test_input_size_checked():
+    with pytest.raises(ConfigError, match=r"^input_size: must be an integer >= 1, got 0$"):
+        BiRNN(0, 4)
+
+
+def test_fused_module_owns_no_parameters():
+    model = BiRNN(INPUT, 4, "gru", 2, impl="fused")
+    assert list(model.fused.parameters()) == [] and list(model.fused.buffers()) == []
+    assert {n for n, _ in model.named_parameters()} == set(model.state_dict())
+
+
+def test_fused_follows_a_cast():
+    """`.double()` replaces every parameter's data: the fused call must run on it (in
+    float64, as the layer-by-layer stack does)."""
+    fused = BiRNN(INPUT, 4, "lstm", 2, impl="fused").eval()
+    x, lengths = batch_input()
+    with torch.no_grad():
+        fused(x, lengths)  # a first call before the cast
+        fused.double()
+        layered = twin(fused, "layered").double().eval()
+        out_f, final_f = fused(x.double(), lengths)
+        out_l, final_l = layered(x.double(), lengths)
+    assert out_f.dtype == torch.float64
+    torch.testing.assert_close(out_f, out_l, atol=1e-12, rtol=0)
+    torch.testing.assert_close(final_f, final_l, atol=1e-12, rtol=0)

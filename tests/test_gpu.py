@@ -89,11 +89,16 @@ def count_calls(model: BiRNN) -> dict[str, int]:
 
         return hook
 
-    if model._fused is not None:
-        model._fused.register_forward_hook(counter("fused"))
+    if model.fused is not None:
+        model.fused.register_forward_hook(counter("fused"))
     for layer in model.layers:
         layer.register_forward_hook(counter("layers"))
     return calls
+
+
+def fused_on(model: BiRNN, device: torch.device) -> bool:
+    """Whether a forward call of `model` on `device` takes the fused module now."""
+    return model.plan(device, T).fused
 
 
 def assert_packed(model: BiRNN):
@@ -128,8 +133,8 @@ NOT_FUSABLE = [
 def test_auto_takes_fused_on_cuda_for_fusable_stacks_only(kwargs, fusable):
     model = BiRNN(INPUT, **{"hidden_size": HIDDEN, **kwargs}).eval()  # impl="auto"
     assert model.impl == "auto" and model.fusable is fusable
-    assert model.use_fused(CUDA) is fusable
-    assert model.use_fused(CPU) is False
+    assert fused_on(model, CUDA) is fusable
+    assert fused_on(model, CPU) is False
     calls = count_calls(model)
     x, lengths = make_batch(device=CPU)
     with torch.no_grad():
@@ -140,7 +145,7 @@ def test_auto_takes_fused_on_cuda_for_fusable_stacks_only(kwargs, fusable):
     if fusable:
         assert calls == {"fused": 1, "layers": model.num_layers}  # one fused call, no layer
     else:
-        assert model._fused is None
+        assert model.fused is None
         assert calls == {"fused": 0, "layers": 2 * model.num_layers}
     for t in as_tuple(outputs) + as_tuple(final):
         assert t.device.type == "cuda" and t.dtype == torch.float32
@@ -154,7 +159,7 @@ def test_fused_equals_layered_on_cuda(cell, num_layers, last, lengths):
     merges = ["concat"] * (num_layers - 1) + [last]
     layered = BiRNN(INPUT, HIDDEN, cell, num_layers, merge=merges, impl="layered").to(CUDA)
     fused = twin(layered, "fused").to(CUDA)
-    assert fused.use_fused(CUDA) and not layered.use_fused(CUDA)
+    assert fused_on(fused, CUDA) and not fused_on(layered, CUDA)
     x, lens = make_batch(lengths)
     out_f, x_grad = assert_same_values_and_gradients(layered, fused, x, lens, assert_close)
     assert_padding_zero(out_f, lengths)
@@ -202,7 +207,7 @@ def test_cuda_matches_cpu(kwargs, impl):
     assert_close(out, cpu_out)
     assert_close(final, cpu_final)
     assert_padding_zero(out, RAGGED)
-    if model.use_fused(CUDA):
+    if fused_on(model, CUDA):
         assert_packed(model)
 
 
@@ -273,7 +278,7 @@ def test_fused_sees_weights_moved_cast_or_replaced(cell):
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_bf16_autocast_close_to_fp32(cell, impl):
     model = BiRNN(INPUT, HIDDEN, cell, 2, impl=impl).to(CUDA)  # training mode, no dropout
-    assert model.use_fused(CUDA) is (impl == "fused")
+    assert fused_on(model, CUDA) is (impl == "fused")
     x, lengths = make_batch()
     with torch.no_grad():
         ref_out, ref_final = model(x, lengths)  # fp32

@@ -68,8 +68,12 @@ def test_linear_takes_the_path_the_probe_chose(matmul, monkeypatch):
     assert len(calls) == (1 if matmul == "onednn" and gru.ONEDNN else 0)
 
 
-def test_recurrence_gradients_match_finite_differences():
-    """The hand-written backward pass against numerical differentiation (float64)."""
+def test_recurrence_gradients_match_finite_differences(steps):
+    """The hand-written backward pass of the PyTorch-ops steps against numerical
+    differentiation (float64, which the C kernel never takes: its gradients are checked in
+    float32 against these steps and against `nn.GRU` below)."""
+    if steps == "c-kernel":
+        pytest.skip("float64 runs the PyTorch-ops steps only")
     steps, dirs, batch, hidden = 4, 2, 3, 3
     gates = torch.randn(steps, dirs, batch, 3 * hidden, dtype=torch.double, requires_grad=True)
     weight = torch.randn(dirs, 3 * hidden, hidden, dtype=torch.double, requires_grad=True)
@@ -92,6 +96,66 @@ def test_recurrence_matches_gru_cell():
             for t in range(steps):
                 h = cell(x[t], h)
                 torch.testing.assert_close(got[t, k], h, atol=1e-5, rtol=0)
+
+
+def recurrence_and_gradients(gates, weight, bias, grad_out, mm_dtype):
+    """`GRURecurrence` forward, and the gradients of <out, grad_out> for its three inputs."""
+    leaves = [t.detach().clone().requires_grad_(True) for t in (gates, weight, bias)]
+    out = GRURecurrence.apply(*leaves, mm_dtype)
+    return out.detach(), torch.autograd.grad(out, leaves, grad_out)
+
+
+@pytest.mark.parametrize("mm_dtype", [torch.float32, torch.bfloat16])
+def test_kernel_gradients_equal_the_ops_steps(steps, mm_dtype, monkeypatch):
+    """The C kernel's forward and backward steps (fp32 state, fp32 or bf16 matmuls) against
+    the same equations as PyTorch ops, on one input."""
+    if steps != "c-kernel":
+        pytest.skip("compares the C kernel with the PyTorch-ops steps")
+    t, dirs, batch, hidden = 9, 2, 5, 8
+    gates = torch.randn(t, dirs, batch, 3 * hidden).to(mm_dtype)
+    weight = torch.randn(dirs, 3 * hidden, hidden) * 0.4
+    bias = torch.randn(dirs, 3 * hidden) * 0.4
+    grad_out = torch.randn(t, dirs, batch, hidden)
+    assert gru.native_steps(gates, weight, mm_dtype)
+    kernel = recurrence_and_gradients(gates, weight, bias, grad_out, mm_dtype)
+    monkeypatch.setattr(native, "gru_kernel", lambda: None)
+    assert not gru.native_steps(gates, weight, mm_dtype)
+    ops = recurrence_and_gradients(gates, weight, bias, grad_out, mm_dtype)
+    tol = 1e-5 if mm_dtype == torch.float32 else 2e-2
+    for got, want in zip((kernel[0], *kernel[1]), (ops[0], *ops[1]), strict=True):
+        scale = want.abs().max()
+        assert scale > 0
+        torch.testing.assert_close(got.float() / scale, want.float() / scale, atol=tol, rtol=0)
+
+
+def test_recurrence_gradients_equal_nn_gru_in_float32(steps):
+    """Two directions of the recurrence (C kernel or PyTorch ops, whichever this run takes)
+    against two `nn.GRU` modules in float32: outputs and the gradients of the input and of
+    every weight, the input gates computed from `x` by the modules' own input weights."""
+    t, batch, width, hidden = 7, 4, 5, 6
+    modules = [torch.nn.GRU(width, hidden) for _ in range(2)]
+    x = torch.randn(t, batch, width)
+    grad_out = torch.randn(t, 2, batch, hidden)
+
+    x_ref = x.clone().requires_grad_(True)
+    want = torch.stack([m(x_ref)[0] for m in modules], 1)  # (T, 2, B, H)
+    want.backward(grad_out)
+
+    x_own = x.clone().requires_grad_(True)
+    copies = [torch.nn.GRU(width, hidden) for _ in range(2)]
+    for copy, m in zip(copies, modules, strict=True):
+        copy.load_state_dict(m.state_dict())
+    gates = torch.stack([F.linear(x_own, c.weight_ih_l0, c.bias_ih_l0) for c in copies], 1)
+    assert gru.native_steps(gates, copies[0].weight_hh_l0, torch.float32) == (
+        steps == "c-kernel")
+    got = GRURecurrence.apply(gates, torch.stack([c.weight_hh_l0 for c in copies]),
+                              torch.stack([c.bias_hh_l0 for c in copies]), torch.float32)
+    got.backward(grad_out)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    torch.testing.assert_close(x_own.grad, x_ref.grad, atol=1e-5, rtol=0)
+    for copy, m in zip(copies, modules, strict=True):
+        for (name, a), b in zip(m.named_parameters(), copy.parameters(), strict=True):
+            torch.testing.assert_close(b.grad, a.grad, atol=1e-5, rtol=0, msg=name)
 
 
 @pytest.mark.parametrize("transposed", [False, True])
@@ -177,21 +241,26 @@ def test_bf16_autocast_close_to_torch_fp32():
 
 def test_auto_takes_birnn_gru_on_cpu_with_the_kernel_or_faster_onednn_unless_packing(
         matmul, steps):
-    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    def birnn_gru(model, device):
+        return model.plan(torch.device(device), 6).birnn_gru
+
     faster = matmul == "onednn" or steps == "c-kernel"
-    assert BiRNN(INPUT, 4, "gru").use_birnn_gru(cpu) == faster
-    assert BiRNN(INPUT, 4, ["lstm", "gru"]).use_birnn_gru(cpu) == faster
-    assert BiRNN(INPUT, 4, "gru", gru="birnn").use_birnn_gru(cpu)
-    assert not BiRNN(INPUT, 4, "gru").use_birnn_gru(cuda)
-    assert not BiRNN(INPUT, 4, "lstm").use_birnn_gru(cpu)  # no GRU layer
-    assert not BiRNN(INPUT, 4, "gru", ragged="pack").use_birnn_gru(cpu)
-    assert not BiRNN(INPUT, 4, "gru", gru="torch").use_birnn_gru(cpu)
-    assert BiRNN(INPUT, 4, "gru", gru="birnn").use_birnn_gru(cuda)
+    assert birnn_gru(BiRNN(INPUT, 4, "gru"), "cpu") == faster
+    assert birnn_gru(BiRNN(INPUT, 4, ["lstm", "gru"]), "cpu") == faster
+    assert birnn_gru(BiRNN(INPUT, 4, "gru", gru="birnn"), "cpu")
+    assert not birnn_gru(BiRNN(INPUT, 4, "gru", merge="sum"), "cuda")
+    assert not birnn_gru(BiRNN(INPUT, 4, "lstm"), "cpu")  # no GRU layer
+    assert not birnn_gru(BiRNN(INPUT, 4, "gru", ragged="pack"), "cpu")
+    assert not birnn_gru(BiRNN(INPUT, 4, "gru", gru="torch"), "cpu")
+    assert birnn_gru(BiRNN(INPUT, 4, "gru", merge="sum", gru="birnn"), "cuda")
+    # only the GRU layers of a mixed stack take it; the others run padded alongside
+    plan = BiRNN(INPUT, 4, ["lstm", "gru"], gru="birnn").plan(torch.device("cpu"), 6)
+    assert plan.layers == ("reversed", "birnn_gru")
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
-    ({"gru": "fast"}, "gru: unknown 'fast'"),
-    ({"gru": "birnn", "ragged": "pack"}, "ragged='pack'"),
+    ({"gru": "fast"}, r"^encoder\.gru: must be one of auto, torch, birnn, got 'fast'$"),
+    ({"gru": "birnn", "ragged": "pack"}, r"^encoder\.gru: 'birnn' .* ragged=pack rules out"),
 ])
 def test_bad_gru_option(kwargs, match):
     with pytest.raises(ConfigError, match=match):

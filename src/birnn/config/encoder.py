@@ -237,13 +237,16 @@ def _is_number(value) -> bool:
 
 def _names(value, choices: Sequence[str]):
     """One name or a per-layer list of names from `choices`, lower-cased."""
-    def name(v):
+    def name(v, in_list: bool):
         if not isinstance(v, str) or v.lower() not in choices:
-            raise ValueError(f"unknown {v!r}: must be one of {', '.join(choices)}, or a "
-                             "list of them (one per layer)")
+            if in_list:  # say which entry
+                raise ValueError(f"unknown {v!r}: each entry must be one of "
+                                 f"{', '.join(choices)}")
+            raise ValueError(f"must be one of {', '.join(choices)}, or a list of them (one "
+                             "per layer)")
         return v.lower()
 
-    return [name(v) for v in value] if _is_list(value) else name(value)
+    return [name(v, True) for v in value] if _is_list(value) else name(value, False)
 
 
 def _expand(value, num_layers: int) -> list:

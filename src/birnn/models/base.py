@@ -4,41 +4,19 @@ checkpoints."""
 
 from __future__ import annotations
 
-import math
-
 import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from birnn.config.optim import build_optimizer, build_scheduler
 from birnn.encoder import BiRNN
-from birnn.encoder.birnn import check_probability, dropout, locked_dropout_mask
+from birnn.encoder.dropout import SequenceDropout
 from birnn.errors import ConfigError
 from birnn.models.pretrained import init_embedding
 from birnn.tags import CASING
 
 UNK_ID = 1  # the word vocabulary's <unk> (PAD 0, UNK 1)
-CHAR_KINDS = ("none", "cnn", "birnn")
-DROPOUT_KINDS = ("standard", "locked")
-SCHEDULERS = ("none", "constant", "linear", "cosine", "plateau")
-
-
-class SequenceDropout(nn.Module):
-    """Dropout on (B, T, W) sequences: `standard` draws a mask per element, `locked` one mask
-    per sequence and feature, shared by all time steps (variational dropout). Other shapes
-    (pooled (B, W) vectors) always take standard dropout."""
-
-    def __init__(self, p: float, kind: str = "standard"):
-        super().__init__()
-        self.p, self.kind = p, kind
-
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.training or self.p == 0 or self.kind != "locked" or x.dim() != 3:
-            return dropout(x, self.p, self.training)
-        return x * locked_dropout_mask(x, self.p)
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}, kind={self.kind}"
 
 
 class CharEncoder(nn.Module):
@@ -91,12 +69,6 @@ class CharEncoder(nn.Module):
         out = out.to(pooled.dtype).index_put((real.nonzero().squeeze(1),), pooled)
         return out.view(batch, steps, -1)
 
-OPTIMIZERS = {
-    "adam": torch.optim.Adam,
-    "adamw": torch.optim.AdamW,
-    "sgd": torch.optim.SGD,
-}
-
 
 class BiRNNModule(L.LightningModule):
     """Embeddings -> BiRNN; subclasses add the head, the loss and the metrics.
@@ -108,8 +80,10 @@ class BiRNNModule(L.LightningModule):
             dropout, impl); `input_size` is the embedding width.
         embedding_dim: word embedding width.
         dropout: dropout on the embeddings and on the encoder output before the head.
-        optimizer: `name` (adam, adamw, sgd), `lr`, `weight_decay`, `momentum` for sgd, and
-            `fused` (default true: PyTorch's single-kernel update).
+        optimizer: a `_partial_` config of a `torch.optim` class (``{_target_:
+            torch.optim.AdamW, _partial_: true, lr: 1e-3}``), completed with the parameters
+            by `configure_optimizers`; `fused` defaults to true where the class has it. The
+            name-based form of older checkpoints (``{name: adamw, lr: ...}``) still loads.
         char: character features: `kind` (none, cnn, birnn), `dim` (character embedding
             width), `filters`, `kernel_size`, `max_length` (cnn: characters kept per word),
             `hidden_size` (birnn, per direction). Needs `chars` (B, T, W) in batches.
@@ -128,10 +102,11 @@ class BiRNNModule(L.LightningModule):
         embeddings: `pretrained` (a GloVe/word2vec text file, see `birnn.models.pretrained`;
             read by `init_pretrained`, which training calls) and `freeze` (do not train the
             word table).
-        scheduler: learning-rate schedule: `name` none | constant | linear | cosine (each
-            after `warmup_steps` of linear warm-up from 0, decaying to `min_lr` at the last
-            step) | plateau (multiply by `factor` after `patience` validation epochs without
-            improvement of `monitor` in `mode`, down to `min_lr`).
+        scheduler: None (a constant rate) or a `_partial_` config of a learning-rate
+            scheduler, completed with the optimiser (`birnn.config.optim.build_scheduler`:
+            ReduceLROnPlateau is stepped on `monitor` per epoch, others per step; the
+            warm-up schedules are `birnn.config.optim.warmup_decay`). The name-based form
+            of older checkpoints (``{name: plateau, ...}``) still loads.
     """
 
     def __init__(
@@ -154,34 +129,14 @@ class BiRNNModule(L.LightningModule):
         scheduler: dict | None = None,
     ):
         super().__init__()
-        optimizer = dict(optimizer or {"name": "adamw", "lr": 1e-3})
-        if optimizer.get("name") not in OPTIMIZERS:
-            raise ConfigError(
-                f"model.optimizer.name: unknown {optimizer.get('name')!r} "
-                f"(valid: {', '.join(OPTIMIZERS)})"
-            )
-        for name, rate in (("dropout", dropout), ("word_dropout", word_dropout),
-                           ("rare_word_dropout", rare_word_dropout),
-                           ("embedding_dropout", embedding_dropout)):
-            check_probability(f"model.{name}", rate)
-        if dropout_kind not in DROPOUT_KINDS:
-            raise ConfigError(f"model.dropout_kind: unknown {dropout_kind!r} "
-                              f"(valid: {', '.join(DROPOUT_KINDS)})")
-        self.scheduler_cfg = dict(scheduler or {"name": "none"})
-        if self.scheduler_cfg.get("name", "none") not in SCHEDULERS:
-            raise ConfigError(f"model.scheduler.name: unknown {self.scheduler_cfg['name']!r} "
-                              f"(valid: {', '.join(SCHEDULERS)})")
+        # the values were checked by `birnn.config` (`model` group) before any work started
+        self.optimizer_cfg = dict(optimizer or {"_target_": "torch.optim.AdamW",
+                                                "_partial_": True, "lr": 1e-3})
+        self.scheduler_cfg = dict(scheduler) if scheduler else None
         self.embeddings_cfg = dict(embeddings or {})
-        unknown = set(self.embeddings_cfg) - {"pretrained", "freeze"}
-        if unknown:
-            raise ConfigError(f"model.embeddings: unknown keys {sorted(unknown)} "
-                              "(valid: pretrained, freeze)")
         self.embedding_dropout = float(embedding_dropout)
         char = dict(char or {})
         kind = char.pop("kind", "none") or "none"
-        if kind not in CHAR_KINDS:
-            raise ConfigError(f"model.char.kind: unknown {kind!r} (valid: {', '.join(CHAR_KINDS)})")
-        self.optimizer_cfg = optimizer
         self.labels = list(labels)
         self.word_dropout = float(word_dropout)
         self.rare_word_dropout = float(rare_word_dropout)
@@ -192,10 +147,7 @@ class BiRNNModule(L.LightningModule):
         width = embedding_dim
         self.char_encoder: CharEncoder | None = None
         if kind != "none":
-            try:
-                self.char_encoder = CharEncoder(kind, num_chars=num_chars, **char)
-            except TypeError as e:
-                raise ConfigError(f"model.char: {e}") from None
+            self.char_encoder = CharEncoder(kind, num_chars=num_chars, **char)
             width += self.char_encoder.output_size
         self.casing_embedding = nn.Embedding(len(CASING), casing_dim, padding_idx=0) \
             if casing else None
@@ -281,18 +233,12 @@ class BiRNNModule(L.LightningModule):
             self.log("train/lr", optimizer.param_groups[0]["lr"])
 
     def configure_optimizers(self):
-        cfg = dict(self.optimizer_cfg)
-        cls = OPTIMIZERS[cfg.pop("name")]
-        if cls is not torch.optim.SGD:
-            cfg.pop("momentum", None)
-        # PyTorch's CPU default is a Python loop over the parameters; the fused kernel does
-        # the same update (see the README's Performance section for the measured gain). With
-        # fp16 loss scaling and clipping, Lightning needs the gradients unscaled before the
-        # step, which a fused optimizer does inside it: then take the multi-tensor loop.
-        cfg["fused"] = bool(cfg.get("fused", True))
-        if cfg["fused"] and self._loss_scaling() and self.trainer.gradient_clip_val:
-            cfg["fused"], cfg["foreach"] = False, True
-        optimizer = cls([p for p in self.parameters() if p.requires_grad], **cfg)
+        # the `_partial_` configs completed here (birnn.config.optim), so the hyper-parameters
+        # stay plain dicts; fp16 loss scaling with clipping rules out the fused update
+        fp16_clipping = self._loss_scaling() and bool(self.trainer.gradient_clip_val)
+        optimizer = build_optimizer(self.optimizer_cfg,
+                                    [p for p in self.parameters() if p.requires_grad],
+                                    fp16_clipping=fp16_clipping)
         scheduler = self.lr_scheduler(optimizer)
         if scheduler is None:
             return optimizer
@@ -318,39 +264,9 @@ class BiRNNModule(L.LightningModule):
             nn.utils.clip_grad_norm_(params, gradient_clip_val)
 
     def lr_scheduler(self, optimizer) -> dict | None:
-        """The Lightning scheduler config for `scheduler` (None for `none`)."""
-        cfg = self.scheduler_cfg
-        name = cfg.get("name", "none")
-        min_lr = float(cfg.get("min_lr", 0.0))
-        if name == "none":
-            return None
-        if name == "plateau":
-            mode = cfg.get("mode", "max")
-            plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                optimizer, mode=mode, factor=float(cfg.get("factor", 0.5)),
-                patience=int(cfg.get("patience", 2)), min_lr=min_lr)
-            return {"scheduler": plateau, "monitor": cfg.get("monitor", "val/f1"),
-                    "interval": "epoch", "strict": True}
-        warmup = int(cfg.get("warmup_steps", 0))
-        total = self.trainer.estimated_stepping_batches
-        if name != "constant" and not math.isfinite(total):
-            raise ConfigError(f"model.scheduler.name={name} decays over the run, which needs "
-                              "a finite trainer.max_epochs or trainer.max_steps")
-        total = max(int(total), 1) if math.isfinite(total) else warmup + 1
-        base = optimizer.param_groups[0]["lr"]
-        floor = min_lr / base if base else 0.0
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            if name == "constant":
-                return 1.0
-            progress = min((step - warmup) / max(total - warmup, 1), 1.0)
-            decay = 1 - progress if name == "linear" else 0.5 * (1 + math.cos(math.pi * progress))
-            return floor + (1 - floor) * decay
-
-        lambda_lr = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {"scheduler": lambda_lr, "interval": "step"}
+        """The Lightning scheduler config for `scheduler` (None for no schedule)."""
+        return build_scheduler(self.scheduler_cfg, optimizer,
+                               lambda: self.trainer.estimated_stepping_batches)
 
     def on_save_checkpoint(self, checkpoint):
         checkpoint["vocabularies"] = self.vocabularies

@@ -1,0 +1,97 @@
+"""The ways a `Bidirectional` layer runs its two directions over padded data (B, T, W),
+each from a zero state, the backward one over each sequence reversed within its length
+(`birnn.encoder.layout`):
+
+- `reversed_pair`: one direction after the other, each with the functional op behind
+  ``nn.LSTM/GRU/RNN`` (on CPU an LSTM keeps oneDNN's kernel and bf16 autocast, which the
+  packed call does not take);
+- `concurrent_pair`: the same two calls on two threads, forward and backward pass
+  (`birnn.encoder.concurrent`);
+- `bigru`: a GRU layer's two directions in one loop of birnn's recurrence
+  (`birnn.encoder.gru`).
+
+All three return the forward and the backward outputs (B, T, H) in the original time order;
+padding positions hold garbage that the stack zeroes at the end.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from birnn.encoder.concurrent import two_directions
+from birnn.encoder.gru import GRURecurrence, Linear
+from birnn.encoder.layout import ReverseWithin
+
+# The functional RNN ops behind nn.LSTM/GRU/RNN, called with one direction's weights.
+RNN_OPS = {"lstm": torch._VF.lstm, "gru": torch._VF.gru, "rnn": torch._VF.rnn_tanh}
+
+
+def direction(cell: str, data: Tensor, weights: list[Tensor], training: bool) -> Tensor:
+    """One direction of a `cell` layer with `[weight_ih, weight_hh, bias_ih, bias_hh]` over
+    padded `data` (B, T, W), from t = 0 up, from a zero state: outputs (B, T, H)."""
+    h0 = data.new_zeros(1, data.size(0), weights[1].size(1))
+    args = (weights, True, 1, 0.0, training, False, True)
+    if cell == "lstm":
+        return RNN_OPS[cell](data, (h0, h0), *args)[0]
+    return RNN_OPS[cell](data, h0, *args)[0]
+
+
+def direction_weights(layer: nn.RNNBase, reverse: bool) -> list[Tensor]:
+    """`[weight_ih, weight_hh, bias_ih, bias_hh]` of one direction of a single-layer
+    bidirectional `layer`."""
+    suffix = "_l0_reverse" if reverse else "_l0"
+    return [getattr(layer, name + suffix)
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+
+
+def reversed_pair(layer: nn.RNNBase, cell: str, data: Tensor,
+                  index: Tensor) -> tuple[Tensor, Tensor]:
+    """Both directions, one after the other: forward and backward outputs (B, T, H)."""
+    forward = direction(cell, data, direction_weights(layer, False), layer.training)
+    backward = direction(cell, ReverseWithin.apply(data, index),  # (B, T, W), reversed
+                         direction_weights(layer, True), layer.training)
+    return forward, ReverseWithin.apply(backward, index)  # back in time order
+
+
+def concurrent_pair(layer: nn.RNNBase, cell: str, data: Tensor,
+                    index: Tensor) -> tuple[Tensor, Tensor]:
+    """`reversed_pair` computed on two threads
+    (`birnn.encoder.concurrent.two_directions`): forward and backward outputs (B, T, H)."""
+    def run_forward(data: Tensor, *weights: Tensor) -> Tensor:
+        return direction(cell, data, list(weights), layer.training)
+
+    def run_backward(data: Tensor, *weights: Tensor) -> Tensor:
+        reversed_data = ReverseWithin.apply(data, index)
+        return ReverseWithin.apply(direction(cell, reversed_data, list(weights),
+                                             layer.training), index)
+
+    return two_directions(run_forward, [data, *direction_weights(layer, False)],
+                          run_backward, [data, *direction_weights(layer, True)])
+
+
+def bigru(layer: nn.RNNBase, data: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
+    """Both directions of a single-layer bidirectional GRU over padded `data` (B, T, W)
+    with `birnn.encoder.gru`'s recurrence: forward and backward outputs (B, T, H).
+
+    Under autocast the matmuls run in the autocast dtype and the recurrence's state and gates
+    in the weights' dtype; the outputs have the weights' dtype.
+    """
+    batch, steps = data.shape[:2]
+    hidden = layer.hidden_size
+    device = data.device.type
+    mm_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) \
+        else data.dtype
+    weight_ih = torch.cat([layer.weight_ih_l0, layer.weight_ih_l0_reverse]).to(mm_dtype)
+    bias_ih = torch.cat([layer.bias_ih_l0, layer.bias_ih_l0_reverse]).to(mm_dtype)
+    # (B, T, 6H): both directions' input gates at every time step in one matmul
+    gates = Linear.apply(data.reshape(-1, data.size(-1)).to(mm_dtype), weight_ih, bias_ih)
+    forward, backward = gates.view(batch, steps, -1).split(3 * hidden, -1)
+    backward = ReverseWithin.apply(backward, index)  # (B, T, 3H), reversed within lengths
+    gates = torch.stack([forward.transpose(0, 1), backward.transpose(0, 1)], 1)  # (T, 2, B, 3H)
+    weight_hh = torch.stack([layer.weight_hh_l0, layer.weight_hh_l0_reverse])  # (2, 3H, H)
+    bias_hh = torch.stack([layer.bias_hh_l0, layer.bias_hh_l0_reverse])
+    with torch.autocast(device, enabled=False):
+        out = GRURecurrence.apply(gates, weight_hh, bias_hh, mm_dtype)  # (T, 2, B, H)
+    # (B, T, H) each; the backward one reversed back into time order
+    return out[:, 0].transpose(0, 1), ReverseWithin.apply(out[:, 1].transpose(0, 1), index)
