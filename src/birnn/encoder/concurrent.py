@@ -2,28 +2,14 @@
 
 PyTorch runs one op at a time and splits each op over its intra-op threads. A recurrence is
 a long chain of small ops (PyTorch's CPU GRU runs a few per time step), and small ops do not
-split well: on 2 vCPUs (Intel Xeon) one GRU direction (B=32, T=40, H=256) trained in 50 ms
-with one thread and 34 ms with two. The forward and backward directions of a layer are
-independent, so `two_directions` runs them on two threads with half of the intra-op threads
-each, as TensorFlow does with its inter-op pool, in the forward and in the backward pass (the
+split well. The forward and backward directions of a layer are independent, so
+`two_directions` runs them on two threads with half of the intra-op threads each, as
+TensorFlow does with its inter-op pool, in the forward and in the backward pass (the
 autograd engine would otherwise walk the two directions' graphs one after the other on one
 thread). `BiRNN(directions="concurrent")` uses it for every layer in training, and
-`directions="auto"` (the default) for GRU layers of batches of 20 or more steps (see
-`birnn.encoder.birnn.AUTO_CONCURRENT_MIN_STEPS`).
-
-Measured on those 2 vCPUs, training steps of 2-layer stacks against the serial ones:
-
-- B=32, T=40, H=256: GRU 1.18-1.56x (fp32 and bf16), LSTM 0.83-1.23x (`make bench`'s
-  `birnn-concurrent` rows);
-- CoNLL-2003's shapes (T=14, H=200): GRU 0.88-0.97x, LSTM 0.60-0.68x; one epoch of
-  `experiment=conll2003` end to end: GRU 5,346 -> 5,604 tokens/s, LSTM 6,688 -> 5,577;
-- inference (not used): GRU 0.98-1.12x, LSTM 0.67-0.76x.
-
-Much of the loss comes from OpenMP: after each parallel region PyTorch's OpenMP threads
-(GNU libgomp) spin, and the spinning thread takes the core the other direction runs on.
-With `OMP_WAIT_POLICY=passive` the concurrent step ran 1.3-1.4x faster than the serial one
-without it at both shapes, but every other op lost more (the serial step 2x slower, the
-CoNLL-2003 epoch with LSTM 6,028 tokens/s concurrent), so that is no general fix either.
+`directions="auto"` for GRU layers of long batches (`birnn.encoder.policy`); where it helps
+and where it hurts, and why (OpenMP's spinning threads): docs/performance.md, "How `auto`
+chooses".
 
 Each direction is a function of its own tensors (input, weights). The forward pass runs them
 with gradients enabled on detached copies of those tensors and keeps the two graphs; the

@@ -13,7 +13,9 @@ it could be built: one call per step instead of a dozen PyTorch ops forward and 
 backward, whose dispatch cost more than their arithmetic. Without it the same equations run
 as PyTorch ops (`_forward_ops`, `_backward_ops`). The input projections are not part of it:
 the caller computes them for every time step with one matmul beforehand
-(`birnn.encoder.birnn.bigru`).
+(`birnn.encoder.directions.bigru`). How much faster than PyTorch's GRU it trains, with and
+without the kernel, and where `gru="auto"` takes it: docs/performance.md, "How `auto`
+chooses".
 
 The equations are `nn.GRU`'s (gate order r, z, n in the weight rows):
 
@@ -51,12 +53,7 @@ def onednn_is_faster() -> bool:
     this CPU, timed once per process at a GRU step's shape, (32 x 256) @ (256 x 768): about
     20 milliseconds.
 
-    Which is faster depends on the CPU. On the AMD EPYC machine of the committed benchmark
-    MKL ran at about half of oneDNN's rate (at this shape on one core 95 vs 180-196 GFLOP/s;
-    2048^3: 219 vs 492), and the GRU recurrence trained 1.3-1.5x faster with oneDNN. On an
-    Intel Xeon (AMX) MKL was the faster at this shape (oneDNN at 0.75-0.8x its rate, level at
-    2048^3), and the recurrence with oneDNN's matmuls trained at 0.8x of PyTorch's GRU, with
-    `torch.matmul`'s at 0.9-1.0x (so there `gru="auto"` takes PyTorch's GRU). So the
+    Which is faster depends on the CPU (docs/performance.md, "How `auto` chooses"), so the
     recurrence takes oneDNN only where it measures clearly faster; the margin keeps the choice
     the same from run to run on either kind of machine.
     """

@@ -42,11 +42,13 @@ BIRNN_GRU = "birnn_gru"  # both directions in one loop of birnn's GRU recurrence
 STRATEGIES = (JOINT, REVERSED, CONCURRENT, BIRNN_GRU)
 
 # Devices where `impl="auto"` takes the fused module, `ragged="auto"` may run padded, and
-# `gru="auto"` / `directions="auto"` may take birnn's recurrence / two threads.
+# `gru="auto"` may take birnn's recurrence.
 AUTO_FUSED_DEVICES = frozenset({"cuda"})
 AUTO_REVERSE_DEVICES = frozenset({"cpu"})
 AUTO_BIRNN_GRU_DEVICES = frozenset({"cpu"})
-AUTO_CONCURRENT_DEVICES = frozenset({"cpu"})
+# Devices where a layer's directions may run on two threads at all (`directions="concurrent"`
+# too): elsewhere one op already fills the device.
+CONCURRENT_DEVICES = frozenset({"cpu"})
 # `directions="auto"`: the shortest batch (padded time steps) whose GRU layers train with
 # their two directions on two threads (docs/performance.md)
 AUTO_CONCURRENT_MIN_STEPS = 20
@@ -117,7 +119,7 @@ def choose(options: EncoderSchema, device: torch.device, steps: int, ragged: boo
 def _concurrent(options: EncoderSchema, kind: str, steps: int, grad: bool) -> list[bool]:
     # per layer: two threads for its directions (birnn's GRU layers are overridden)
     serial = [False] * len(options.cells)
-    if options.directions == "serial" or kind not in AUTO_CONCURRENT_DEVICES or not grad:
+    if options.directions == "serial" or kind not in CONCURRENT_DEVICES or not grad:
         return serial
     if options.directions == "concurrent":
         return [True] * len(options.cells)
