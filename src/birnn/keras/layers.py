@@ -31,6 +31,11 @@ TRAINING_ONLY = ("dropout", "recurrent_dropout", "kernel_regularizer", "recurren
                  "embeddings_constraint", "unroll")
 
 
+class ConversionWarning(UserWarning):
+    """A setting that only changes training (or speed) was dropped, or the converted model
+    matches Keras only on some inputs."""
+
+
 @dataclass
 class RNNLayer:
     """One Bidirectional layer: birnn's cell, width and merge, and each direction's Keras
@@ -43,6 +48,7 @@ class RNNLayer:
     forward: tuple
     backward: tuple
     final: bool = False  # return_sequences=False: only the final states go on
+    pair: bool = False  # merge_mode=None, merged by the layer after it
 
 
 @dataclass
@@ -87,7 +93,7 @@ def warn_training_only(layer, config: dict) -> None:
                if config.get(k) not in (None, 0, 0.0, False)]
     if dropped:
         warnings.warn(f"keras layer '{layer.name}': {', '.join(dropped)} only change(s) "
-                      "training or speed and are not converted", stacklevel=3)
+                      "training or speed and are not converted", ConversionWarning, stacklevel=3)
 
 
 # ------------------------------------------------------------------------- the layer chain
@@ -185,6 +191,8 @@ def read_model(model) -> Plan:
     if not plan.rnns:
         raise refuse(layers.peek() or layers.layers[-1],
                      "birnn needs at least one Bidirectional layer after the Embedding")
+    if plan.rnns[-1].pair and plan.rnns[-1].merge == "concat":
+        plan.rnns[-1].merge = "none"  # the last layer's pair, as birnn's `none` keeps it
     pending += _read_head(plan, layers)  # dropout after the encoder: before the head
     _set_dropout(plan, before + pending, between)
     return plan
@@ -209,13 +217,13 @@ def _set_dropout(plan: Plan, outer: list, between: list) -> None:
         if len(set(outer)) > 1:
             warnings.warn(f"keras model: dropout layers around the encoder have rates/kinds "
                           f"{outer}; birnn has one (model.dropout={plan.dropout}, "
-                          f"{plan.dropout_kind})", stacklevel=3)
+                          f"{plan.dropout_kind})", ConversionWarning, stacklevel=3)
     if between:
         plan.encoder_dropout = between[0][0]
         if len(set(between)) > 1 or len(between) != len(plan.rnns) - 1:
             warnings.warn(f"keras model: dropout between the Bidirectional layers is "
                           f"{between}; birnn applies encoder.dropout={plan.encoder_dropout} "
-                          "between every pair of layers", stacklevel=3)
+                          "between every pair of layers", ConversionWarning, stacklevel=3)
 
 
 def _read_rnn(bidirectional, sub, direction: str) -> tuple[str, dict]:
@@ -262,14 +270,14 @@ def _read_bidirectional(layers: _Layers) -> RNNLayer:
         raise refuse(layer, f"its backward layer ({back_cell}, {backward['units']} units) "
                             f"differs from its forward layer ({cell}, {forward['units']} "
                             "units); birnn's two directions share cell and width")
-    mode = layer.merge_mode
-    if mode is None:
+    mode, pair = layer.merge_mode, layer.merge_mode is None
+    if pair:
         mode = _read_pair_merge(layer, layers)
     weights = [tuple(array(v) for v in (sub.cell.kernel, sub.cell.recurrent_kernel,
                                          sub.cell.bias))
                for sub in (layer.forward_layer, layer.backward_layer)]
     return RNNLayer(layer.name, cell, int(forward["units"]), mode, *weights,
-                    final=not forward.get("return_sequences", False))
+                    final=not forward.get("return_sequences", False), pair=pair)
 
 
 def _read_pair_merge(layer, layers: _Layers) -> str:
@@ -315,7 +323,7 @@ def _read_head(plan: Plan, layers: _Layers) -> list[tuple[float, str]]:
             warnings.warn(f"keras layer '{pool.name}': Keras' GlobalMaxPooling1D ignores the "
                           "mask and takes the maximum over padding too (where the RNN outputs "
                           "0); birnn's max pooling is over real tokens only, so the two agree "
-                          "on sequences without padding", stacklevel=3)
+                          "on sequences without padding", ConversionWarning, stacklevel=3)
     while layers.kind() in DROPOUTS:  # after pooling: birnn's dropout before the head too
         dropouts.append(_read_dropout(layers.take()))
     dense = layers.take()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from birnn.data.vocab import PAD, UNK, Vocab
 from birnn.errors import DataError
+from birnn.keras.layers import ConversionWarning, refuse
 
 OOV_NAMES = ("[UNK]", "<unk>", "<UNK>", "UNK", "[OOV]", "<oov>", "<OOV>", "OOV")
 PAD_NAMES = ("", "<pad>", "[PAD]", "<PAD>", "PAD")
@@ -46,7 +47,7 @@ def word_vocab(entries: list[str], input_dim: int, mask_zero: bool, source: str,
     itos = list(entries)
     if mask_zero and itos[0] not in PAD_NAMES:
         warnings.warn(f"{source}: entry 0 is {itos[0]!r}, but with mask_zero=True index 0 "
-                      "is padding, so it becomes <pad>", stacklevel=2)
+                      "is padding, so it becomes <pad>", ConversionWarning, stacklevel=2)
     if mask_zero or itos[0] in PAD_NAMES:
         itos[0] = PAD
     names = (oov,) if oov is not None else OOV_NAMES
@@ -86,8 +87,6 @@ def placeholder_labels(task: str, units: int) -> list[str]:
 def vectorizer_vocab(layer, input_dim: int) -> Vocab:
     """birnn's word vocabulary from a Keras `TextVectorization` layer, after checking that
     it splits text into words as birnn's whitespace tokens do."""
-    from birnn.keras.layers import refuse
-
     config = layer.get_config()
     if config.get("output_mode", "int") != "int" or config.get("ngrams"):
         raise refuse(layer, "birnn reads token ids: output_mode must be 'int' with no ngrams")
@@ -99,7 +98,7 @@ def vectorizer_vocab(layer, input_dim: int) -> Vocab:
     if standardize and "strip_punctuation" in standardize:
         warnings.warn(f"keras layer '{layer.name}': standardize={standardize!r} strips "
                       "punctuation, which birnn does not: give it text with punctuation "
-                      "split off or removed", stacklevel=2)
+                      "split off or removed", ConversionWarning, stacklevel=2)
     entries = list(layer.get_vocabulary(include_special_tokens=True))
     if len(entries) != input_dim:
         raise refuse(layer, f"its vocabulary has {len(entries)} entries but the Embedding "
