@@ -781,3 +781,27 @@ def test_fused_follows_a_cast():
     assert out_f.dtype == torch.float64
     torch.testing.assert_close(out_f, out_l, atol=1e-12, rtol=0)
     torch.testing.assert_close(final_f, final_l, atol=1e-12, rtol=0)
+
+
+def test_onnx_export_takes_any_lengths(tmp_path):
+    """Exported once from a full batch, the graph runs other batch sizes, lengths and padding
+    exactly (onnxruntime against the module): the export plan packs nothing."""
+    import warnings
+
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    model = BiRNN(INPUT, 4, ["gru", "lstm"], merge=["sum", "none"]).eval()
+    x = torch.randn(2, 5, INPUT)
+    path = str(tmp_path / "encoder.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on Python ints
+        torch.onnx.export(model, (x, torch.tensor([5, 5])), path, dynamo=False,
+                          input_names=["x", "lengths"],
+                          dynamic_axes={"x": {0: "B", 1: "T"}, "lengths": {0: "B"}})
+    session = ort.InferenceSession(path)
+    x, lengths = batch_input()
+    got = session.run(None, {"x": x.numpy(), "lengths": lengths.numpy()})
+    with torch.no_grad():
+        outputs, final = model(x, lengths)
+    for g, want in zip(got, (*outputs, *final), strict=True):
+        torch.testing.assert_close(torch.from_numpy(g), want, atol=ATOL, rtol=0)
