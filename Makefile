@@ -6,10 +6,10 @@ STAMP   := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-full test-gpu lint bench clean
+.PHONY: help install train test test-full test-gpu lint bench gpu-wheels gpu-check gpu-check-dry clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -44,6 +44,24 @@ lint: $(STAMP)  ## ruff
 BENCH_ARGS ?= --quick --ragged
 bench: $(STAMP)  ## encoder benchmark, full and length-bucketed batches (~2 min) -> docs/benchmarks/
 	$(BIN)/python scripts/benchmark.py $(BENCH_ARGS)
+
+# `make gpu-check` runs on a lent CUDA machine that has no network and no pip index: what it
+# needs beyond that machine's image travels with the tree, git-ignored (wheels/, gpu-data/).
+CONLL_DIR ?= ../shared/data/conll2003
+gpu-wheels: $(STAMP)  ## fill wheels/ (Python 3.12 + this one) and gpu-data/ for gpu-check (PyPI)
+	$(BIN)/python src/birnn/bench/gpu_check.py wheels wheels --python 3.12 \
+	    --python $$($(BIN)/python -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+	mkdir -p gpu-data && cp -r $(CONLL_DIR) gpu-data/
+	du -sh wheels gpu-data
+
+gpu-check:  ## on a CUDA machine, offline: gpu tests, CUDA benchmark, one CoNLL epoch -> $OUT or gpu-check-out/
+	scripts/gpu_check.sh
+
+gpu-check-dry: $(STAMP)  ## gpu-check here, CUDA steps on CPU, in a fresh stand-in of the GPU image
+	@dir=$$(mktemp -d) && \
+	py=$$($(BIN)/python src/birnn/bench/gpu_check.py standin $$dir | tail -n 1) && \
+	PYTHON=$$py BIRNN_GPU_CHECK_DRY=1 OUT=$${OUT:-gpu-check-out/dry} scripts/gpu_check.sh; \
+	rc=$$?; rm -rf $$dir; exit $$rc
 
 clean:  ## remove run outputs and caches (keeps .venv)
 	rm -rf outputs multirun .pytest_cache .ruff_cache lightning_logs wandb

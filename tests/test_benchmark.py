@@ -210,7 +210,7 @@ def test_implementations_compute_the_same_stack(cell, merge):
         x, lens = make_batch(cfg, args, torch.device("cpu"))
         outputs = {}
         with torch.no_grad():
-            for name, build in candidates(cfg, args.input, seed=7).items():
+            for name, build in candidates(cfg, args.input, seed=7, steps=args.seq).items():
                 outputs[name] = build().eval()(x, lens)
         if lengths == "full":
             assert {"birnn-layered", "layered-loop"} <= set(outputs)

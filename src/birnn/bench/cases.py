@@ -35,8 +35,10 @@ OTHER_GRU = {"birnn": "birnn-torch-gru", "torch": "birnn-own-gru"}
 GRU_OPTION = {"birnn-torch-gru": "torch", "birnn-own-gru": "birnn"}
 
 
-def candidates(cfg: Config, input_size: int, seed: int) -> dict[str, Callable[[], nn.Module]]:
-    """Builders of every implementation that applies to `cfg`, by name (seeded weights)."""
+def candidates(cfg: Config, input_size: int, seed: int,
+               steps: int) -> dict[str, Callable[[], nn.Module]]:
+    """Builders of every implementation that applies to `cfg` on batches of `steps` time
+    steps, by name (seeded weights)."""
     cells = layer_cells(cfg.cell, cfg.layers)
 
     def seeded(build: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
@@ -59,7 +61,7 @@ def candidates(cfg: Config, input_size: int, seed: int) -> dict[str, Callable[[]
     if cfg.lengths == "ragged":
         builders["birnn-packed"] = birnn("layered", ragged="pack")
     if "gru" in cells:  # the GRU recurrence `gru="auto"` does not take here, for comparison
-        other = other_gru(cfg, input_size)
+        other = other_gru(cfg, input_size, steps)
         builders[other] = birnn("layered", gru=GRU_OPTION[other])
     if cfg.device == "cpu":
         builders["birnn-concurrent"] = birnn("layered", directions="concurrent")
@@ -73,18 +75,19 @@ def candidates(cfg: Config, input_size: int, seed: int) -> dict[str, Callable[[]
     return builders
 
 
-def other_gru(cfg: Config, input_size: int) -> str:
+def other_gru(cfg: Config, input_size: int, steps: int) -> str:
     """`birnn-torch-gru` where `gru="auto"` runs birnn's GRU recurrence for `cfg` (on CPU, where
     its C kernel could be built or oneDNN's matmul is the faster), else `birnn-own-gru`."""
     cells = layer_cells(cfg.cell, cfg.layers)
     return OTHER_GRU[paths.auto_gru(input_size, cfg.hidden, cells, cfg.merge,
-                                    torch.device(cfg.device))]
+                                    torch.device(cfg.device), steps, cfg.lengths == "ragged")]
 
 
-def auto_choice(cfg: Config, input_size: int) -> str:
+def auto_choice(cfg: Config, input_size: int, steps: int) -> str:
     """The implementation `impl="auto"` runs for `cfg` (as BiRNN itself decides)."""
     cells = layer_cells(cfg.cell, cfg.layers)
-    impl = paths.auto_impl(input_size, cfg.hidden, cells, cfg.merge, torch.device(cfg.device))
+    impl = paths.auto_impl(input_size, cfg.hidden, cells, cfg.merge, torch.device(cfg.device),
+                           steps, cfg.lengths == "ragged")
     return f"birnn-{impl}"
 
 
@@ -130,9 +133,10 @@ def run_config(cfg: Config, args, peaks: dict) -> list[dict]:
     flops = tokens * forward_flops_per_token(
         layer_cells(cfg.cell, cfg.layers), cfg.merge, args.input, cfg.hidden
     )
-    models = {n: build().to(device) for n, build in candidates(cfg, args.input, args.seed).items()}
+    builders = candidates(cfg, args.input, args.seed, args.seq)
+    models = {n: build().to(device) for n, build in builders.items()}
     timings = time_models(models, x, lengths, cfg.precision, args)
     peak = peaks[cfg.device][cfg.precision]
     records = [make_record(cfg, n, t, tokens, flops, peak) for n, t in timings.items()]
-    add_ratios(records, auto_choice(cfg, args.input))
+    add_ratios(records, auto_choice(cfg, args.input, args.seq))
     return records

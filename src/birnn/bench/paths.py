@@ -1,8 +1,8 @@
 """Which implementation birnn's `auto` options run, and how its GRU recurrence runs here.
 
 The benchmark times every implementation with explicit `BiRNN` options and only marks the one
-`impl="auto"` would run, and the GRU recurrence `gru="auto"` would not; this module is the one
-place that asks the encoder, so a change of the encoder's internals is met here alone.
+`impl="auto"` would run, and the GRU recurrence `gru="auto"` would not. It asks the encoder
+through `BiRNN.plan` (the `birnn.encoder.policy` plan a forward call follows), here alone.
 """
 
 from __future__ import annotations
@@ -18,17 +18,21 @@ from birnn.encoder import native
 
 
 def auto_impl(input_size: int, hidden: int, cells: list[str], merge: str,
-              device: torch.device) -> str:
-    """`"fused"` or `"layered"`: what `BiRNN(impl="auto")` runs for this stack on `device`."""
+              device: torch.device, steps: int, ragged: bool) -> str:
+    """`"fused"` or `"layered"`: what `BiRNN(impl="auto")` runs for this stack on `device`,
+    in training, for a batch of `steps` time steps of unequal lengths (`ragged`) or not."""
     enc = BiRNN(input_size, hidden, cells, len(cells), merge, impl="auto")
-    return "fused" if enc.use_fused(device) else "layered"
+    with torch.enable_grad():
+        return "fused" if enc.plan(device, steps, ragged).fused else "layered"
 
 
 def auto_gru(input_size: int, hidden: int, cells: list[str], merge: str,
-             device: torch.device) -> str:
-    """`"birnn"` or `"torch"`: the GRU recurrence `BiRNN(gru="auto")` runs on `device`."""
-    enc = BiRNN(input_size, hidden, cells, len(cells), merge)
-    return "birnn" if enc.use_birnn_gru(device) else "torch"
+             device: torch.device, steps: int, ragged: bool) -> str:
+    """`"birnn"` or `"torch"`: the GRU recurrence the layer-by-layer stack with `gru="auto"`
+    runs on `device`, in training (the same in inference: it does not depend on grad mode)."""
+    enc = BiRNN(input_size, hidden, cells, len(cells), merge, impl="layered")
+    with torch.enable_grad():
+        return "birnn" if enc.plan(device, steps, ragged).birnn_gru else "torch"
 
 
 def gru_runtime() -> dict[str, str]:
