@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 import warnings
@@ -368,3 +369,41 @@ def test_a_missing_keras_model_is_a_data_error(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConversionWarning)  # nothing to warn about here
         from_keras(stack(["rnn"], [2], ["sum"], False, [softmax_dense(2)]))
+
+
+# --------------------------------------------------------------------- the docs' example
+
+
+def example_blocks() -> list[tuple[str, str]]:
+    """The (language, text) of docs/keras.md's fenced blocks after "## Worked example"."""
+    text = (ROOT / "docs" / "keras.md").read_text().split("## Worked example", 1)[1]
+    return re.findall(r"^```(\w+)\n(.*?)^```", text, flags=re.M | re.S)
+
+
+@pytest.mark.slow
+def test_the_docs_worked_example_runs_as_written(tmp_path):
+    demo = str(tmp_path / "keras-demo")
+    blocks = [(lang, body.replace("outputs/keras-demo", demo)) for lang, body in example_blocks()]
+    assert [lang for lang, _ in blocks] == ["python", "bash", "python"]
+    exec(compile(blocks[0][1], "docs/keras.md", "exec"), {"__name__": "__docs__"})
+    printed = []
+    for line in blocks[1][1].splitlines():
+        argv = shlex.split(line, comments=True)
+        if argv:
+            assert argv[0] == "python"
+            result = subprocess.run([sys.executable, *argv[1:]], cwd=ROOT, capture_output=True,
+                                    text=True, timeout=300)
+            assert result.returncode == 0, result.stderr
+            printed.append(result.stdout)
+    exec(compile(blocks[2][1], "docs/keras.md", "exec"), {"__name__": "__docs__"})
+
+    model = keras.saving.load_model(f"{demo}/tagger.keras")
+    words = (Path(demo) / "words.txt").read_text().split("\n")[:-1]
+    labels = (Path(demo) / "labels.txt").read_text().split()
+    tagged = [line.split() for line in printed[-1].splitlines() if line.strip()]
+    expected = []
+    for sentence in (Path(demo) / "text.txt").read_text().splitlines():
+        ids = np.array([[words.index(w) if w in words else 1 for w in sentence.split()]])
+        expected += [[w, labels[k]] for w, k in
+                     zip(sentence.split(), keras_probs(model, ids).argmax(-1)[0], strict=True)]
+    assert tagged == expected
