@@ -36,34 +36,28 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("BIRNN_ROOT", str(ROOT))
+
+from birnn.cli.build import make_callbacks, make_datamodule, make_model, make_trainer  # noqa: E402
 
 PHASES = ("data", "features", "encoder forward", "head + loss", "backward",
           "clip + optimizer step")  # features: embeddings, word dropout, chars, casing
 
 
 def build(overrides: list[str], out: Path):
+    """The config and the data module, as `train.py` builds them (`birnn.cli.build`)."""
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=[f"paths.output_dir={out}", "logger=none",
                                           "callbacks.progress_bar=null", *overrides])
-    datamodule = instantiate(cfg.data)
-    datamodule.setup("fit")
-    return cfg, datamodule
+    return cfg, make_datamodule(cfg)
 
 
 def new_model(cfg, datamodule):
     L.seed_everything(cfg.seed, verbose=False)
-    model = instantiate(cfg.model, vocab_size=len(datamodule.words),
-                        labels=datamodule.labels.itos,
-                        encoder=OmegaConf.to_container(cfg.encoder, resolve=True),
-                        _convert_="all")
-    model.vocabularies = datamodule.vocabularies()  # sizes the character table, as train.py
-    model.init_pretrained()
-    return model
+    return make_model(cfg, datamodule)
 
 
 def tokens_in(datamodule) -> int:
@@ -125,11 +119,11 @@ def raw_loop(cfg, datamodule, epochs: int) -> float:
 def lightning_loop(cfg, datamodule, epochs: int, out: Path) -> float:
     """Training tokens/s of `train.py`'s trainer and callbacks, validation off."""
     model = new_model(cfg, datamodule)
-    callbacks = [instantiate(c) for name, c in cfg.callbacks.items()
-                 if c and name not in ("best", "early_stopping")]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=False, max_epochs=epochs,
-                          limit_val_batches=0, enable_checkpointing=False,
-                          enable_progress_bar=False, default_root_dir=str(out))
+    callbacks = [c for c in make_callbacks(cfg, out)
+                 if not isinstance(c, (ModelCheckpoint, EarlyStopping))]  # they need validation
+    trainer = make_trainer(cfg, callbacks, [], max_epochs=epochs, limit_val_batches=0,
+                           enable_checkpointing=False, enable_progress_bar=False,
+                           default_root_dir=str(out))
     if cfg.model.get("scheduler", {}).get("name") == "plateau":
         model.scheduler_cfg = {**model.scheduler_cfg, "name": "none"}  # it needs validation
     start = time.perf_counter()

@@ -24,3 +24,7 @@ class DataError(BirnnError, ValueError):
         super().__init__(where + message)
         self.path = path
         self.line = line
+
+
+class CheckpointError(DataError):
+    """A checkpoint that is missing, unreadable, or not one of birnn's (names the file)."""

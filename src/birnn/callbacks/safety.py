@@ -85,7 +85,8 @@ class RunSafety(L.Callback):
         self._trainer = trainer
 
     def save(self, trainer) -> None:
-        trainer.save_checkpoint(self.last_checkpoint)
+        # the whole training state (optimizer, loops, callbacks), for an exact resume
+        trainer.save_checkpoint(self.last_checkpoint, weights_only=False)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         n = self.every_n_train_steps

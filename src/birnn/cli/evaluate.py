@@ -18,8 +18,8 @@ import lightning as L
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from birnn.cli.predict import build_model, checkpoint_path, load_checkpoint
-from birnn.cli.report import print_scores, write_predictions
+from birnn.checkpoint import checkpoint_path, load_model
+from birnn.cli.report import predict_split, print_scores, write_predictions
 from birnn.data.datamodule import SPLITS, SequenceDataModule
 from birnn.errors import ConfigError, DataError
 
@@ -80,10 +80,7 @@ def evaluate(cfg: DictConfig) -> dict:
         raise ConfigError(f"split: unknown {split!r} (valid: {', '.join(SPLITS)})")
     out = Path(cfg.paths.output_dir)
     ckpt = checkpoint_path(cfg.ckpt)
-    checkpoint = load_checkpoint(ckpt)
-    model = build_model(checkpoint, ckpt)
-    vocabularies = checkpoint["vocabularies"]
-    del checkpoint
+    model, vocabularies = load_model(ckpt)
 
     data_cfg = data_config(cfg, ckpt)
     log.info("data: %s", data_cfg._target_)
@@ -93,16 +90,19 @@ def evaluate(cfg: DictConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     trainer: L.Trainer = instantiate(cfg.trainer, logger=False, callbacks=[],
                                      enable_checkpointing=False)
-    # test, whatever the split: the test hooks score and keep the predictions
-    loader = datamodule.eval_dataloader(split)
-    results = trainer.test(model, dataloaders=loader, verbose=False)[0]
+    # test, whatever the split: the test hooks score it
+    results = trainer.test(model, dataloaders=datamodule.eval_dataloader(split),
+                           verbose=False)[0]
     scores = {k.removeprefix("test/"): float(v) for k, v in results.items()}
     metrics = {"checkpoint": str(ckpt), "data": datamodule.source, "split": split,
                split: scores}
+    # every process predicts (a collective call under DDP); the first one writes
+    predictions = predict_split(trainer, model, datamodule, split) \
+        if cfg.get("predictions", True) else None
     if trainer.is_global_zero:
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        if cfg.get("predictions", True):
-            write_predictions(out / f"{split}_predictions", datamodule, model, split)
+        if predictions is not None:
+            write_predictions(out / f"{split}_predictions", datamodule, predictions, split)
         key = "f1" if datamodule.task == "tagging" else "acc"
         print_scores(scores, datamodule, split,
                      f"{split} {key} {100 * scores[key]:.2f} | {len(datamodule.splits[split])} "

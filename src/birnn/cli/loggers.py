@@ -1,10 +1,15 @@
-"""Experiment loggers (W&B, CSV, TensorBoard; several at once) and the charts they receive."""
+"""Experiment loggers (W&B, CSV, TensorBoard; several at once) and the charts they receive.
+
+`wandb` is imported only when the W&B logger is chosen, so a machine without it runs any other
+logger.
+"""
 
 from __future__ import annotations
 
 import logging
 import netrc
 import os
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -75,6 +80,8 @@ def _wandb_logger(entry: DictConfig, out: Path, resume: bool):
     if offline and not entry.get("offline"):
         kwargs["offline"] = True
     logger = instantiate(entry, **kwargs)
+    # Lightning passes `anonymous` to `wandb.init` always, which W&B deprecates
+    logger._wandb_init.pop("anonymous", None)
     run = logger.experiment  # starts the run now, so its id and folder are known
     id_file.write_text(run.id + "\n")
     if offline:
@@ -99,8 +106,10 @@ def log_final(loggers: list, metrics: dict) -> None:
         logger.log_metrics(values)
 
 
-def save_charts(out: Path, metrics: dict, datamodule, model) -> dict[str, Path]:
-    """A per-type F1 bar chart (tagging) or a confusion matrix (classification) as PNG."""
+def save_charts(out: Path, metrics: dict, datamodule, predictions: dict[int, dict]
+                ) -> dict[str, Path]:
+    """A per-type F1 bar chart (tagging) or a confusion matrix (classification, from the
+    test `predictions` of `birnn.cli.report.predict_split`) as PNG."""
     labels = datamodule.labels.itos
     if datamodule.task == "tagging":
         test = metrics["test"]
@@ -116,8 +125,8 @@ def save_charts(out: Path, metrics: dict, datamodule, model) -> dict[str, Path]:
         gold = datamodule.splits["test"].targets.tolist()
         counts = [[0] * len(labels) for _ in labels]
         for i, g in enumerate(gold):
-            if i in model.test_predictions:
-                counts[g][model.test_predictions[i]] += 1
+            if i in predictions:
+                counts[g][predictions[i]["label"]] += 1
         fig, ax = plt.subplots(figsize=(1.0 * len(labels) + 2.5, 1.0 * len(labels) + 2))
         ax.imshow(counts, cmap="Blues")
         for g, row in enumerate(counts):
@@ -148,9 +157,6 @@ def log_charts(loggers: list, charts: dict[str, Path]) -> None:
 
 def finish_wandb() -> None:
     """Close the W&B run (also after a crash), so the next job of a sweep starts its own."""
-    try:
-        import wandb
-    except ImportError:
-        return
-    if wandb.run is not None:
+    wandb = sys.modules.get("wandb")  # not imported: no W&B logger, nothing to close
+    if wandb is not None and getattr(wandb, "run", None) is not None:
         wandb.finish()

@@ -21,7 +21,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import pickle
 import sys
 import time
 from collections import Counter
@@ -29,23 +28,16 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import IO
 
-import torch
 from omegaconf import DictConfig
-from torch.nn.utils.rnn import pad_sequence
 
-from birnn.data.columns import DOCSTART
-from birnn.data.vocab import Vocab, casing_ids, char_ids, pad_chars
+from birnn.data.columns import DOCSTART, read_columns
 from birnn.errors import ConfigError, DataError
-from birnn.models import SentenceClassifier, TokenTagger
-from birnn.models.base import BiRNNModule
+from birnn.inference import Predictor
 
 log = logging.getLogger("birnn")
 
-MODELS: dict[str, type[BiRNNModule]] = {"tagging": TokenTagger,
-                                        "classification": SentenceClassifier}
 INPUT_FORMATS = ("auto", "text", "columns")
 OUTPUT_FORMATS = {"tagging": ("conll", "jsonl"), "classification": ("tsv", "jsonl")}
-DEVICES = ("cpu", "cuda", "auto")
 DETECT_LINES = 2000  # non-blank lines looked at to tell a column file from plain text
 
 
@@ -55,151 +47,6 @@ class BelowError(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return record.levelno < logging.ERROR
-
-
-# ------------------------------------------------------------------------------ checkpoints
-
-
-def checkpoint_path(path: str | Path) -> Path:
-    """The checkpoint file: `path` itself, or `path/checkpoints/best.ckpt` for a run folder."""
-    path = Path(path)
-    if path.is_dir() and (path / "checkpoints" / "best.ckpt").is_file():
-        return path / "checkpoints" / "best.ckpt"
-    if not path.is_file():
-        raise DataError("checkpoint not found (ckpt=PATH: a .ckpt file or a run folder)", path)
-    return path
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    """Read a birnn checkpoint safely (`torch.load(weights_only=True)`: tensors and plain
-    Python values only, no arbitrary unpickling) and check it holds what a model needs.
-
-    Raises DataError, naming the file, for a missing, truncated or foreign file.
-    """
-    path = Path(path)
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if "weights only" in str(e).lower() or "weights_only" in str(e):
-            raise DataError("not a birnn checkpoint: it holds objects other than tensors and "
-                            "plain Python values, which are not unpickled (weights_only)",
-                            path) from None
-        raise DataError(f"not a readable checkpoint: corrupt or not a PyTorch file "
-                        f"({_brief(e)})", path) from None
-    except EOFError:
-        raise DataError("not a readable checkpoint (empty or truncated file)", path) from None
-    except OSError as e:
-        raise DataError(f"cannot read the checkpoint: {e.strerror or e}", path) from None
-    except Exception as e:  # torch reports a damaged zip archive as RuntimeError and others
-        raise DataError(f"not a readable checkpoint: truncated or corrupt ({_brief(e)})",
-                        path) from None
-    if not isinstance(checkpoint, dict):
-        raise DataError("not a birnn checkpoint (not a Lightning checkpoint dictionary)", path)
-    missing = [k for k in ("state_dict", "hyper_parameters", "vocabularies")
-               if not checkpoint.get(k)]
-    if missing:
-        raise DataError(f"not a birnn checkpoint (no {', '.join(missing)}): pass the "
-                        "checkpoints/best.ckpt of a `python train.py` run", path)
-    vocabularies = checkpoint["vocabularies"]
-    task = vocabularies.get("task") if isinstance(vocabularies, dict) else None
-    if task not in MODELS:
-        raise DataError(f"not a birnn checkpoint (unknown task {task!r})", path)
-    return checkpoint
-
-
-def _brief(error: Exception, limit: int = 100) -> str:
-    """An exception's first sentence, for a one-line message."""
-    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    text = text.split(". ")[0]
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def build_model(checkpoint: dict, path: str | Path = "checkpoint") -> BiRNNModule:
-    """The model of a checkpoint read by `load_checkpoint`, weights loaded, on the CPU, in
-    eval mode. What `cls.load_from_checkpoint` does, without reading the file again."""
-    cls = MODELS[checkpoint["vocabularies"]["task"]]
-    try:
-        model = cls(**checkpoint["hyper_parameters"])
-        model.load_state_dict(checkpoint["state_dict"])
-    except (TypeError, RuntimeError, KeyError) as e:
-        raise DataError(f"the checkpoint does not fit {cls.__name__} ({_brief(e)})",
-                        path) from None
-    model.on_load_checkpoint(checkpoint)
-    return model.eval()
-
-
-def resolve_device(device: str) -> torch.device:
-    if device not in DEVICES:
-        raise ConfigError(f"device: unknown {device!r} (valid: {', '.join(DEVICES)})")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device=cuda but no CUDA device is available (use device=cpu)")
-    return torch.device(device)
-
-
-class Predictor:
-    """A checkpoint's model and vocabularies, ready to label tokenised sentences.
-
-    >>> predictor = Predictor.from_checkpoint("outputs/DATE/TIME/checkpoints/best.ckpt")
-    >>> predictor.predict([["EU", "rejects", "German", "call"]])   # tagger
-    [['B-ORG', 'O', 'B-MISC', 'O']]
-
-    A sentence classifier returns `(label, probability)` per sentence instead. An empty
-    sentence gives `[]` (tagger) or `(None, None)` (classifier).
-    """
-
-    def __init__(self, model: BiRNNModule, vocabularies: dict, device: str = "cpu"):
-        self.device = resolve_device(device)
-        self.model = model.to(self.device).eval()
-        self.task = vocabularies["task"]
-        self.words = Vocab.from_state_dict(vocabularies["words"])
-        self.labels = [str(label) for label in Vocab.from_state_dict(vocabularies["labels"]).itos]
-        chars = vocabularies.get("chars")
-        self.chars = Vocab.from_state_dict(chars) if chars else None
-
-    def features(self, sentences: list[Sequence[str]]) -> dict[str, torch.Tensor]:
-        """A tagger's token features, as its data module batches them: `casing` (B, T) and,
-        with a character vocabulary, `chars` (B, T, W)."""
-        out = {"casing": pad_sequence([casing_ids(list(s)) for s in sentences],
-                                      batch_first=True, padding_value=0).to(self.device)}
-        if self.chars is not None:
-            out["chars"] = pad_chars([char_ids(self.chars, list(s))
-                                      for s in sentences]).to(self.device)
-        return out
-
-    @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> Predictor:
-        path = checkpoint_path(path)
-        checkpoint = load_checkpoint(path)
-        return cls(build_model(checkpoint, path), checkpoint["vocabularies"], device)
-
-    @torch.inference_mode()
-    def predict(self, sentences: Sequence[Sequence[str]], batch_size: int = 256) -> list:
-        """Labels for each sentence, in order; batches of similar lengths (sorted by length)."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"batch_size: must be an integer >= 1, got {batch_size!r}")
-        empty = [] if self.task == "tagging" else (None, None)
-        results: list = [empty] * len(sentences)
-        order = sorted((i for i, s in enumerate(sentences) if s), key=lambda i: -len(sentences[i]))
-        for start in range(0, len(order), batch_size):
-            batch = order[start:start + batch_size]
-            ids = [torch.tensor(self.words.encode(sentences[i]), dtype=torch.int64)
-                   for i in batch]
-            lengths = torch.tensor([len(x) for x in ids], dtype=torch.int64)  # (B,)
-            words = pad_sequence(ids, batch_first=True, padding_value=0).to(self.device)
-            if self.task == "tagging":
-                features = self.features([sentences[i] for i in batch])
-                predicted = self.model.decode(words, lengths, **features)  # trimmed
-                for i, tags in zip(batch, predicted, strict=True):
-                    results[i] = [self.labels[j] for j in tags]
-            else:
-                scores = self.model(words, lengths).float()  # (B, labels)
-                probability, predicted = scores.softmax(-1).max(-1)  # (B,), (B,)
-                for i, p, j in zip(batch, probability.cpu().tolist(), predicted.cpu().tolist(),
-                                   strict=True):
-                    results[i] = (self.labels[j], p)
-        return results
 
 
 # ------------------------------------------------------------------------------------ input
@@ -254,27 +101,6 @@ def looks_like_columns(lines: Sequence[str]) -> bool:
     return width >= 2 and seen >= 0.9 * len(counts) and bool(separated)
 
 
-def parse_columns(lines: Sequence[str], name: str, token_column: int = 0) -> list[list[str]]:
-    """Sentences of a column file: blank-line-separated blocks, the token in `token_column`."""
-    sentences, tokens = [], []
-    for lineno, line in enumerate(lines, start=1):
-        fields = line.split()
-        if not fields:
-            if tokens:
-                sentences.append(tokens)
-                tokens = []
-            continue
-        if fields[0] == DOCSTART:
-            continue
-        if not -len(fields) <= token_column < len(fields):
-            raise DataError(f"token_column={token_column} but the line has {len(fields)} "
-                            "column(s)", name, lineno)
-        tokens.append(fields[token_column])
-    if tokens:
-        sentences.append(tokens)
-    return sentences
-
-
 def read_sentences(source: str, input_format: str = "auto",
                    token_column: int = 0) -> tuple[list[list[str]], str]:
     """Tokenised sentences of a file (or stdin for `-`) and the format they were read as."""
@@ -285,7 +111,8 @@ def read_sentences(source: str, input_format: str = "auto",
     if input_format == "auto":
         input_format = "columns" if looks_like_columns(lines) else "text"
     if input_format == "columns":
-        return parse_columns(lines, name, token_column), input_format
+        sentences = read_columns(lines, name, token_column, tag_column=None)
+        return [s["tokens"] for s in sentences], input_format
     return [line.split() for line in lines], input_format
 
 

@@ -11,20 +11,36 @@ from rich.table import Table
 from birnn.tags import get_spans
 
 
-def write_predictions(path: Path, datamodule, model, split: str = "test") -> Path:
-    """A split's predictions (`model.test_predictions`, filled by its test hooks): for tagging
-    a column file (token, gold tag, predicted tag), for classification a TSV (gold label,
-    predicted label, text). `path` gets the matching suffix; returns the path written."""
+def predict_split(trainer, model, datamodule, split: str = "test",
+                  ckpt_path: str | None = None) -> dict[int, dict]:
+    """The model's predictions on a split through `trainer.predict` (the modules'
+    `predict_step`), one record per sentence keyed by its position in the split: `tags` (tag
+    ids) for tagging, `label` and `probability` for classification. `ckpt_path`: the
+    checkpoint to predict with (read weights-only) instead of the model's current weights."""
+    outputs = trainer.predict(model, dataloaders=datamodule.predict_loader(split),
+                              ckpt_path=ckpt_path, weights_only=True if ckpt_path else None)
+    records: dict[int, dict] = {}
+    for batch in outputs or []:
+        fields = [k for k in batch if k != "index"]
+        for j, i in enumerate(batch["index"]):
+            records[i] = {k: batch[k][j] for k in fields}
+    return records
+
+
+def write_predictions(path: Path, datamodule, predictions: dict[int, dict],
+                      split: str = "test") -> Path:
+    """A split's predictions (`predict_split`): for tagging a column file (token, gold tag,
+    predicted tag), for classification a TSV (gold label, predicted label, text). `path` gets
+    the matching suffix; returns the path written."""
     data = datamodule.splits[split]
     labels = datamodule.labels.itos
-    predictions = model.test_predictions
     if datamodule.task == "tagging":
         path = path.with_suffix(".conll")
         with path.open("w", encoding="utf-8") as f:
             for i, (tokens, gold) in enumerate(zip(data.tokens, data.gold, strict=True)):
-                if i not in predictions:  # not scored (e.g. trainer.limit_test_batches)
+                if i not in predictions:  # not predicted (e.g. trainer.limit_predict_batches)
                     continue
-                pred = [labels[j] for j in predictions[i]]
+                pred = [labels[j] for j in predictions[i]["tags"]]
                 for row in zip(tokens, gold, pred, strict=True):
                     f.write(" ".join(row) + "\n")
                 f.write("\n")
@@ -34,7 +50,7 @@ def write_predictions(path: Path, datamodule, model, split: str = "test") -> Pat
             f.write("label\tpredicted\tsentence\n")
             for i, (tokens, gold) in enumerate(zip(data.tokens, data.gold, strict=True)):
                 if i in predictions:
-                    f.write(f"{gold}\t{labels[predictions[i]]}\t{' '.join(tokens)}\n")
+                    f.write(f"{gold}\t{labels[predictions[i]['label']]}\t{' '.join(tokens)}\n")
     return path
 
 

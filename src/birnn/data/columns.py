@@ -8,7 +8,7 @@ columns: a line that differs is reported with its file and line number rather th
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from birnn.errors import DataError
@@ -35,44 +35,56 @@ def read_column_file(
             from the file's first token line (file and line number in the message).
     """
     path = Path(path)
-    ncols = None
-    tokens: list[str] = []
-    tags: list[str] = []
     try:
         handle = path.open("rb")
     except OSError as e:
         raise DataError(f"cannot read: {e.strerror}", path) from None
     with handle:
-        for lineno, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode(encoding)
-            except UnicodeDecodeError as e:
-                raise DataError(
-                    f"not valid {encoding} (byte {raw[e.start]:#04x} at column {e.start + 1})",
-                    path,
-                    lineno,
-                ) from None
-            fields = line.split()
-            if not fields:
-                if tokens:
-                    yield {"tokens": tokens, "tags": tags}
-                    tokens, tags = [], []
-                continue
-            if fields[0] == DOCSTART:
-                continue
-            if ncols is None:
-                ncols = len(fields)
-                _check_columns(ncols, token_column, tag_column, path, lineno)
-            elif len(fields) != ncols:
-                raise DataError(
-                    f"{len(fields)} columns where the file's first token line has {ncols}: "
-                    f"{line.rstrip()!r}",
-                    path,
-                    lineno,
-                )
-            tokens.append(fields[token_column])
-            if tag_column is not None:
-                tags.append(fields[tag_column])
+        yield from read_columns(handle, path, token_column, tag_column, encoding)
+
+
+def read_columns(
+    lines: Iterable[bytes | str],
+    name: str | Path,
+    token_column: int = 0,
+    tag_column: int | None = -1,
+    encoding: str = "utf-8",
+) -> Iterator[dict[str, list[str]]]:
+    """`read_column_file` for lines already at hand (bytes, decoded with `encoding`, or text,
+    e.g. from stdin); `name` is the source named in errors."""
+    ncols = None
+    tokens: list[str] = []
+    tags: list[str] = []
+    for lineno, raw in enumerate(lines, start=1):
+        try:
+            line = raw.decode(encoding) if isinstance(raw, bytes) else raw
+        except UnicodeDecodeError as e:
+            raise DataError(
+                f"not valid {encoding} (byte {raw[e.start]:#04x} at column {e.start + 1})",
+                name,
+                lineno,
+            ) from None
+        fields = line.split()
+        if not fields:
+            if tokens:
+                yield {"tokens": tokens, "tags": tags}
+                tokens, tags = [], []
+            continue
+        if fields[0] == DOCSTART:
+            continue
+        if ncols is None:
+            ncols = len(fields)
+            _check_columns(ncols, token_column, tag_column, name, lineno)
+        elif len(fields) != ncols:
+            raise DataError(
+                f"{len(fields)} columns where the file's first token line has {ncols}: "
+                f"{line.rstrip()!r}",
+                name,
+                lineno,
+            )
+        tokens.append(fields[token_column])
+        if tag_column is not None:
+            tags.append(fields[tag_column])
     if tokens:
         yield {"tokens": tokens, "tags": tags}
 

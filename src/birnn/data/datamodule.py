@@ -55,13 +55,6 @@ class EncodedSplit(Dataset):
         return index
 
 
-def _check_positive(key: str, value, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"data.{key}: must be an integer >= 1, got {value!r}")
-
-
 class SequenceDataModule(L.LightningDataModule):
     """What tagging and sentence classification share; see the subclasses.
 
@@ -106,13 +99,6 @@ class SequenceDataModule(L.LightningDataModule):
         seed: int = 0,
     ):
         super().__init__()
-        for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size),
-                           ("min_freq", min_freq)):
-            _check_positive(key, value)
-        _check_positive("max_length", max_length, allow_none=True)
-        if not 0.0 < validation_fraction < 1.0:
-            raise ConfigError(f"data.validation_fraction: must be in (0, 1), got "
-                              f"{validation_fraction!r}")
         self.dir = Path(dir) if dir else None
         self.format = format
         self.files = dict(files or {})
@@ -306,6 +292,18 @@ class SequenceDataModule(L.LightningDataModule):
     def eval_dataloader(self, split: str) -> DataLoader:
         """Batches of any split in evaluation order (sorted by length, no shuffling)."""
         return self._loader(split, train=False)
+
+    def predict_loader(self, split: str) -> DataLoader:
+        """`eval_dataloader`'s batches for `trainer.predict`. The batch sampler is the
+        loader's sampler here, each of its items a whole batch: for prediction Lightning
+        re-creates a loader's batch sampler, which it cannot do for a custom one."""
+        data = self.splits[split]
+        return DataLoader(data, batch_size=None, sampler=self.batch_sampler(split, train=False),
+                          collate_fn=lambda idx: self.collate(data, idx),
+                          num_workers=self.num_workers)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.predict_loader("test")
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

@@ -7,10 +7,10 @@ import logging
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from birnn.data.datamodule import UNKNOWN_LABELS, EncodedSplit, SequenceDataModule
+from birnn.data.datamodule import EncodedSplit, SequenceDataModule
 from birnn.data.vocab import PAD, UNK, Vocab, casing_ids, char_ids, label_vocab, pad_chars
-from birnn.errors import ConfigError, DataError
-from birnn.tags import IGNORE_INDEX, SCHEMES, convert_tags
+from birnn.errors import DataError
+from birnn.tags import IGNORE_INDEX, convert_tags
 
 log = logging.getLogger(__name__)
 
@@ -34,16 +34,8 @@ class TaggingDataModule(SequenceDataModule):
 
     def __init__(self, *args, scheme: str = "iob2", unknown_labels: str = "error",
                  chars: bool | str = False, **kwargs):
-        if scheme not in SCHEMES:
-            raise ConfigError(f"data.scheme: unknown {scheme!r} (valid: {', '.join(SCHEMES)})")
-        if unknown_labels not in UNKNOWN_LABELS:
-            raise ConfigError(f"data.unknown_labels: unknown {unknown_labels!r} "
-                              f"(valid: {', '.join(UNKNOWN_LABELS)})")
         kwargs.setdefault("files", {"train": "train.txt", "validation": "dev.txt",
                                     "test": "test.txt"})
-        if chars not in (True, False, None, "none", "cnn", "birnn"):
-            raise ConfigError(f"data.chars: must be true, false or a model.char.kind (none, "
-                              f"cnn, birnn), got {chars!r}")
         super().__init__(*args, **kwargs)
         self.scheme = scheme
         self.unknown_labels = unknown_labels

@@ -8,10 +8,7 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-from birnn.errors import ConfigError
 from birnn.models.base import BiRNNModule
-
-POOLINGS = ("final", "mean", "max", "attention")
 
 
 class SentenceClassifier(BiRNNModule):
@@ -28,8 +25,6 @@ class SentenceClassifier(BiRNNModule):
                  pooling: str = "final", **kwargs):
         super().__init__(vocab_size, labels, encoder, **kwargs)
         self.save_hyperparameters()
-        if pooling not in POOLINGS:
-            raise ConfigError(f"model.pooling: unknown {pooling!r} (valid: {', '.join(POOLINGS)})")
         self.pooling = pooling
         width = self.encoder.output_size * (2 if self.encoder.merges[-1] == "none" else 1)
         if pooling == "attention":
@@ -43,7 +38,6 @@ class SentenceClassifier(BiRNNModule):
         })
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
-        self.test_predictions: dict[int, int] = {}
 
     def pool(self, outputs: Tensor, final: Tensor, lengths: Tensor) -> Tensor:
         """(B, T, W) outputs -> (B, W)."""
@@ -71,13 +65,12 @@ class SentenceClassifier(BiRNNModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["lengths"]))
         return loss
 
-    def _evaluate(self, batch, metrics: MetricCollection, prefix: str) -> Tensor:
+    def _evaluate(self, batch, metrics: MetricCollection, prefix: str) -> None:
         logits = self(batch["words"], batch["lengths"])
         self.log(f"{prefix}/loss", F.cross_entropy(logits, batch["label"]),
                  batch_size=len(batch["lengths"]),
                  sync_dist=True)  # the mean over every process's batches
         metrics.update(logits, batch["label"])
-        return logits.argmax(-1)
 
     def validation_step(self, batch, batch_idx):
         self._evaluate(batch, self.val_metrics, "val")
@@ -86,12 +79,16 @@ class SentenceClassifier(BiRNNModule):
         self.log_dict(self.val_metrics.compute(), prog_bar=True)
         self.val_metrics.reset()
 
-    def on_test_epoch_start(self):
-        self.test_predictions = {}
-
     def test_step(self, batch, batch_idx):
-        preds = self._evaluate(batch, self.test_metrics, "test")
-        self.test_predictions.update(zip(batch["index"].tolist(), preds.tolist(), strict=True))
+        self._evaluate(batch, self.test_metrics, "test")
+
+    def predict_step(self, batch, batch_idx=0, dataloader_idx=0) -> dict:
+        """`index`: the batch's sentences' positions in their split; `label`: the most
+        probable label id of each; `probability`: its softmax probability."""
+        scores = self(batch["words"], batch["lengths"]).float()  # (B, labels)
+        probability, label = scores.softmax(-1).max(-1)  # (B,), (B,)
+        return {"index": batch["index"].tolist(), "label": label.tolist(),
+                "probability": probability.tolist()}
 
     def on_test_epoch_end(self):
         self.log_dict(self.test_metrics.compute())

@@ -6,13 +6,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from birnn.errors import ConfigError
 from birnn.metrics.spans import SpanF1
 from birnn.models.base import BiRNNModule
 from birnn.models.crf import CRF, iob2_constraints
 from birnn.tags import IGNORE_INDEX
 
-HEADS = ("softmax", "crf")
 FEATURES = ("chars", "casing")  # batch keys passed on to the model when present
 
 
@@ -28,8 +26,6 @@ class TokenTagger(BiRNNModule):
 
     def __init__(self, vocab_size: int, labels: list[str], encoder: dict,
                  head: str = "softmax", constrained: bool = True, **kwargs):
-        if head not in HEADS:
-            raise ConfigError(f"model.head: unknown {head!r} (valid: {', '.join(HEADS)})")
         super().__init__(vocab_size, labels, encoder, **kwargs)
         self.save_hyperparameters()
         num_labels = len(self.labels)
@@ -44,7 +40,6 @@ class TokenTagger(BiRNNModule):
             self.head = nn.Linear(self.encoder.output_size, num_labels)
         self.val_spans = SpanF1(self.labels)
         self.test_spans = SpanF1(self.labels)
-        self.test_predictions: dict[int, list[int]] = {}
 
     def forward(self, words: Tensor, lengths: Tensor, chars: Tensor | None = None,
                 casing: Tensor | None = None) -> Tensor:
@@ -63,6 +58,8 @@ class TokenTagger(BiRNNModule):
         return self.decode_scores(self(words, lengths, **features), lengths)
 
     def decode_scores(self, scores: Tensor, lengths: Tensor) -> list[list[int]]:
+        """Tag ids per sentence from tag scores (B, T, num_labels), e.g. emissions computed
+        elsewhere (an exported graph): Viterbi with the CRF, argmax with softmax."""
         if self.crf is not None:
             return self.crf.viterbi(scores, lengths)
         return [p[:n] for p, n in zip(scores.argmax(-1).tolist(), lengths.tolist(), strict=True)]
@@ -102,13 +99,14 @@ class TokenTagger(BiRNNModule):
     def on_validation_epoch_end(self):
         self._log_spans(self.val_spans, "val")
 
-    def on_test_epoch_start(self):
-        self.test_predictions = {}
-
     def test_step(self, batch, batch_idx):
-        preds = self._evaluate(batch, self.test_spans, "test")
-        for i, p in zip(batch["index"].tolist(), preds, strict=True):
-            self.test_predictions[i] = p
+        self._evaluate(batch, self.test_spans, "test")
+
+    def predict_step(self, batch, batch_idx=0, dataloader_idx=0) -> dict:
+        """`index`: the batch's sentences' positions in their split; `tags`: their tag ids,
+        trimmed to each sentence's length."""
+        return {"index": batch["index"].tolist(),
+                "tags": self.decode(batch["words"], batch["lengths"], **self.features(batch))}
 
     def on_test_epoch_end(self):
         self._log_spans(self.test_spans, "test")
