@@ -371,6 +371,23 @@ def test_a_missing_keras_model_is_a_data_error(tmp_path):
         from_keras(stack(["rnn"], [2], ["sum"], False, [softmax_dense(2)]))
 
 
+def test_the_benchmark_times_a_keras_model_and_its_twin(tmp_path, capsys):
+    from birnn.bench.cli import main as bench_main
+
+    model = stack(["gru"], [4], ["sum"], True, [softmax_dense(3)])
+    model.save(tmp_path / "m.keras")
+    assert bench_main(["--keras-model", str(tmp_path / "m.keras"), "--keras-backend", "torch",
+                       "--steps", "1", "--warmup", "0", "--batch", "4", "--seq", "6",
+                       "--ragged", "--threads", "1", "--out", str(tmp_path / "bench")]) == 0
+    table = (tmp_path / "bench" / "keras_model.md").read_text()
+    rows = [line.split("|")[1:3] for line in table.splitlines() if line.startswith("| full")
+            or line.startswith("| ragged")]
+    assert [[c.strip() for c in r] for r in rows] == [["full", "keras"], ["full", "birnn"],
+                                                      ["ragged", "keras"], ["ragged", "birnn"]]
+    assert (tmp_path / "bench" / "keras_model.png").stat().st_size > 0
+    assert "birnn / Keras" in capsys.readouterr().out
+
+
 # --------------------------------------------------------------------- the docs' example
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 import birnn.bench
-from birnn.bench import machine, paths
+from birnn.bench import keras_model, machine, paths
 from birnn.bench.cases import run_config
 from birnn.bench.grid import (
     FULL_GRID,
@@ -47,7 +47,9 @@ class Mode:
 
 # Extra modes, each in its own module of this package, register here (one `Mode` each); the
 # first whose `wanted` is true runs, else the encoder grid does.
-MODES: tuple[Mode, ...] = ()
+MODES: tuple[Mode, ...] = (
+    Mode(keras_model.add_arguments, keras_model.wanted, keras_model.run),
+)
 
 
 def _csv(value: str, cast=str) -> list:
