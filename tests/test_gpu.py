@@ -346,8 +346,7 @@ BENCH_ARGS = ("--devices", "cuda", *ARGS)  # the CPU test's tiny grid, on CUDA
 
 def test_benchmark_on_cuda(tmp_path):
     result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "benchmark.py"), *BENCH_ARGS,
-         "--out", str(tmp_path)],
+        [sys.executable, "-m", "birnn.bench", *BENCH_ARGS, "--out", str(tmp_path)],
         capture_output=True, text=True, cwd=ROOT, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-4000:]
@@ -374,6 +373,16 @@ def test_benchmark_on_cuda(tmp_path):
         fusable = (cell != "mixed" or layers == 1) and merge == "concat"
         auto = [name for name, r in impls.items() if r.get("auto")]
         assert auto == (["birnn-fused"] if fusable else ["birnn-layered"]), (cell, merge, layers)
+        # on CUDA: no concurrent directions; gru=auto takes PyTorch's GRU, so birnn's is the
+        # extra row; ragged batches add the packed stack
+        expected = {"birnn-layered", "layered-loop"}
+        if fusable:
+            expected |= {"birnn-fused", "torch-fused"}
+        if cell != "lstm":
+            expected.add("birnn-own-gru")
+        if impls["birnn-layered"]["lengths"] == "ragged":
+            expected.add("birnn-packed")
+        assert set(impls) == expected, (cell, merge, layers)
 
     profiles = [r for r in records if r["kind"] == "profile"]
     assert len(profiles) == 2 * 2  # (precision, cell)
