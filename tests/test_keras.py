@@ -342,6 +342,18 @@ def test_the_run_folder_is_a_checkpoint_predict_and_lightning_read(tmp_path):
                 for k in keras_probs(model, np.array([s])).argmax(-1)[0]]
     assert [tag for _, tag in tagged] == expected
 
+    # the train.py overrides the converter prints rebuild the same architecture
+    from conftest import make_config
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    overrides = OmegaConf.load(out / "config.yaml").train_overrides.split()
+    cfg = make_config(tmp_path / "train", *overrides)
+    rebuilt = instantiate(cfg.model, vocab_size=VOCAB, labels=["O", "B-X", "I-X"],
+                          encoder=OmegaConf.to_container(cfg.encoder, resolve=True),
+                          _convert_="all")
+    rebuilt.load_state_dict(module.state_dict())
+
     # fine-tuning: Lightning resumes from it (a fresh optimiser, weights as converted)
     data = torch.utils.data.DataLoader(
         [{"words": torch.tensor([[2, 3, 4]]), "lengths": torch.tensor([3]),

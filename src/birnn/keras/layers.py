@@ -166,6 +166,12 @@ def read_model(model) -> Plan:
     birnn cannot express."""
     plan = Plan()
     layers = _Layers(chain(model))
+    for layer in layers.layers:
+        dtype = getattr(getattr(layer, "dtype_policy", None), "compute_dtype", "float32")
+        if dtype != "float32":
+            warnings.warn(f"keras layer '{layer.name}': computes in {dtype}; the birnn model "
+                          "computes in float32 (its outputs agree to that precision)",
+                          ConversionWarning, stacklevel=2)
     if layers.kind() == "TextVectorization":
         plan.vectorizer = layers.take()
     if layers.kind() != "Embedding":
