@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from birnn.callbacks import WeightEMA
 from birnn.cli.evaluate import evaluate
 from birnn.cli.train import train
+from birnn.config import validate
 from birnn.errors import ConfigError
 
 
@@ -135,13 +136,15 @@ def test_checkpoint_holds_the_average_and_evaluation_uses_it(tmp_path):
         assert not torch.equal(ckpt["state_dict"]["linear.weight"], expected[-1]["linear.weight"])
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    ({"decay": 1.0}, "decay"), ({"decay": 0}, "decay"), ({"decay": "0.9"}, "decay"),
-    ({"start_step": -1}, "start_step"), ({"start_step": 1.5}, "start_step"),
+@pytest.mark.parametrize("override,key", [
+    ("callbacks.ema.decay=1.0", "decay"), ("callbacks.ema.decay=0", "decay"),
+    ("callbacks.ema.decay='0.9'", "decay"), ("callbacks.ema.start_step=-1", "start_step"),
+    ("callbacks.ema.start_step=1.5", "start_step"), ("+callbacks.ema.every=2", "every"),
 ])
-def test_bad_settings_are_config_errors(kwargs, message):
-    with pytest.raises(ConfigError, match=message):
-        WeightEMA(**kwargs)
+def test_bad_settings_are_config_errors(tmp_path, override, key):
+    # checked once with the rest of the config, before any data is read
+    with pytest.raises(ConfigError, match=rf"^callbacks\.ema\.{key}: "):
+        validate(make_config(tmp_path, "callbacks=ema", override))
 
 
 def test_sample_run_with_ema_reports_the_scores_its_checkpoint_gives(tmp_path):

@@ -5,9 +5,6 @@ from __future__ import annotations
 from lightning.pytorch.callbacks import WeightAveraging
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 
-from birnn.encoder.birnn import check_int
-from birnn.errors import ConfigError
-
 
 class WeightEMA(WeightAveraging):
     """Keep an exponential moving average (EMA) of the weights and evaluate with it.
@@ -32,12 +29,11 @@ class WeightEMA(WeightAveraging):
             steps (0.999: about a thousand).
         start_step: optimiser step (0-based) where averaging starts: up to it the average is
             the current weights, from the next step on it moves as above.
+
+    Both are checked by the config schema (`birnn.config.trainer.EMASchema`).
     """
 
     def __init__(self, decay: float = 0.999, start_step: int = 0):
-        if not (isinstance(decay, int | float) and 0.0 < decay < 1.0):
-            raise ConfigError(f"callbacks.ema.decay: must be in (0, 1), got {decay!r}")
-        check_int("callbacks.ema.start_step", start_step, 0)
         super().__init__(multi_avg_fn=get_ema_multi_avg_fn(decay))  # updates after every step
         self.start_step = start_step
 

@@ -1,0 +1,123 @@
+"""The top level of the training config, and `validate(cfg)`: the composed config checked
+once, group by group, before any data is read or any model is built. The first bad value
+raises `ConfigError` naming its full key (``data.batch_size: must be an integer >= 1, got
+0``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from birnn.config.base import Schema, check
+from birnn.config.data import ClassificationDataSchema, DataSchema, TaggingDataSchema
+from birnn.config.model import ClassifierSchema, ModelSchema, TaggerSchema
+from birnn.config.optim import locate
+from birnn.config.trainer import LoggerSchema, TrainerSchema, callback_schema
+from birnn.config.types import Bool, Choice, Int, OptionalText, Text
+from birnn.errors import ConfigError
+
+TASKS = ("tagging", "classification")
+MAX_SEED = 2**32 - 1  # numpy's bound, which Lightning's seed_everything enforces
+
+
+class PathsSchema(Schema):
+    root_dir: Text
+    output_dir: Text
+
+
+class TrainSchema(Schema):
+    """The top level of `conf/train.yaml`; each group below has its own schema."""
+
+    task: Choice(*TASKS)
+    seed: Int(0, MAX_SEED) = 42
+    monitor: Text
+    monitor_mode: Choice("min", "max") = "max"
+    resume: Bool = False
+    ckpt_path: OptionalText = None
+    data: Any
+    model: Any
+    encoder: Any
+    trainer: Any
+    callbacks: dict[str, Any] | None = None
+    logger: dict[str, Any] | None = None
+    paths: PathsSchema
+
+
+def validate(cfg: DictConfig) -> TrainSchema:
+    """Check every group of a composed training config; raise `ConfigError` for the first
+    bad value. Interpolations are resolved; a required value still `???` raises OmegaConf's
+    `MissingMandatoryValue`, which the command lines report as ``KEY is required``."""
+    values = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    top = check(TrainSchema, values)
+    # the model first: data values may be interpolated from it (data.chars: model.char.kind)
+    model_schema = _schema_for(values["model"], "model", {
+        "birnn.models.TokenTagger": TaggerSchema,
+        "birnn.models.SentenceClassifier": ClassifierSchema})
+    model = check(model_schema, values["model"], "model")
+    data_schema = _schema_for(values["data"], "data", {
+        "birnn.data.TaggingDataModule": TaggingDataSchema,
+        "birnn.data.ClassificationDataModule": ClassificationDataSchema})
+    check(data_schema, values["data"], "data")
+    for group, schema in (("data", data_schema), ("model", model_schema)):
+        if schema.task != top.task:
+            raise ConfigError(
+                f"{group}: {values[group]['_target_']} is for {schema.task}, but "
+                f"task={top.task} (choose a {group} config for {top.task}, or "
+                f"task={schema.task})")
+    check_encoder(values["encoder"], model.embedding_dim)
+    check(TrainerSchema, values["trainer"], "trainer")
+    for name, entry in (values.get("callbacks") or {}).items():
+        if entry is not None:
+            check(callback_schema(_target(entry, f"callbacks.{name}")), entry,
+                  f"callbacks.{name}")
+    for name, entry in (values.get("logger") or {}).items():
+        if entry is not None:
+            check(LoggerSchema, entry, f"logger.{name}")
+    return top
+
+
+def check_encoder(encoder: Any, input_size: int) -> None:
+    """The encoder's own schema (`birnn.config.encoder`), or, where that is not there, the
+    encoder built on the meta device (no memory, no weights), so its checks run."""
+    try:
+        from birnn.config.encoder import EncoderSchema
+    except ImportError:
+        EncoderSchema = None  # noqa: N806
+    if EncoderSchema is not None:
+        check(EncoderSchema, encoder, "encoder")
+        return
+    from birnn.encoder import BiRNN
+
+    if not isinstance(encoder, dict):
+        raise ConfigError(f"encoder: must be a mapping of keys to values, got {encoder!r}")
+    try:
+        with torch.device("meta"):
+            BiRNN(input_size, **encoder)
+    except ConfigError as e:
+        raise ConfigError(f"encoder.{e}") from None
+    except TypeError as e:
+        raise ConfigError(f"encoder: {e}") from None
+
+
+def _target(entry: Any, key: str):
+    if not isinstance(entry, dict) or not isinstance(entry.get("_target_"), str):
+        raise ConfigError(f"{key}._target_: required (the class to build), got {entry!r}")
+    try:
+        return locate(entry["_target_"])
+    except ImportError:
+        raise ConfigError(f"{key}._target_: cannot import {entry['_target_']!r}") from None
+
+
+def _schema_for(entry: Any, key: str, schemas: dict[str, type[Schema]]):
+    """The schema whose class (a key of `schemas`) `entry`'s `_target_` is, or subclasses."""
+    target = _target(entry, key)
+    for path, schema in schemas.items():
+        if isinstance(target, type) and issubclass(target, locate(path)):
+            return schema
+    raise ConfigError(f"{key}._target_: {entry['_target_']} is not one of "
+                      f"{', '.join(schemas)} (or a subclass)")
+
+
+__all__ = ["TASKS", "DataSchema", "ModelSchema", "TrainSchema", "check_encoder", "validate"]
