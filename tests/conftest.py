@@ -22,12 +22,15 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 TEST_OVERRIDES = ("logger=none", "callbacks.progress_bar=null", "trainer.enable_progress_bar=false")
 
 
-def make_config(tmp_path: Path, *overrides: str, config_name: str = "train") -> DictConfig:
-    """Compose `conf/<config_name>.yaml` as `python train.py OVERRIDES` would, writing to tmp."""
+def make_config(tmp_path: Path, *overrides: str, config_name: str = "train",
+                test_overrides: bool = True) -> DictConfig:
+    """Compose `conf/<config_name>.yaml` as `python train.py OVERRIDES` would, writing to tmp
+    (quiet and without an experiment logger unless `test_overrides` is false)."""
+    quiet = TEST_OVERRIDES if test_overrides else ()
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         return compose(
             config_name,
-            overrides=[f"paths.output_dir={tmp_path}", *TEST_OVERRIDES, *overrides],
+            overrides=[f"paths.output_dir={tmp_path}", *quiet, *overrides],
         )
 
 

@@ -61,6 +61,8 @@ BAD = [
     (["model.dropout_kind=lockd"], "model.dropout_kind"),
     (["model.embedding_dropout=1.0"], "model.embedding_dropout"),
     (["model.embedding_dropout=much"], "model.embedding_dropout"),
+    (["model.embedding_dropout=-0.1"], "model.embedding_dropout"),
+    (["model.embedding_dropout='0.2'"], "model.embedding_dropout"),
     (["model.embeddings.freeze=maybe"], "model.embeddings.freeze"),
     (["+model.embeddings.path=x"], "model.embeddings.path"),
     (["model/scheduler=plateau", "model.scheduler.factor=1.0"], "model.scheduler.factor"),
@@ -297,3 +299,13 @@ def test_the_command_line_exits_2_with_one_line(tmp_path, args, expected):
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(expected), lines[0]
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_evaluate_checks_its_data_section(tmp_path):
+    """`evaluate.py` reads a data section without the rest of a training config: the same
+    schema checks it before any file is read."""
+    from birnn.cli.evaluate import datamodule_with_vocabularies
+
+    data = make_config(tmp_path, "data.batch_size=0", f"data.dir={tmp_path / 'nowhere'}").data
+    with pytest.raises(ConfigError, match=r"^data\.batch_size: must be an integer >= 1"):
+        datamodule_with_vocabularies(data, {})

@@ -56,10 +56,7 @@ def validate(cfg: DictConfig) -> TrainSchema:
         "birnn.models.TokenTagger": TaggerSchema,
         "birnn.models.SentenceClassifier": ClassifierSchema})
     model = check(model_schema, values["model"], "model")
-    data_schema = _schema_for(values["data"], "data", {
-        "birnn.data.TaggingDataModule": TaggingDataSchema,
-        "birnn.data.ClassificationDataModule": ClassificationDataSchema})
-    check(data_schema, values["data"], "data")
+    data_schema = type(validate_data(values["data"]))
     for group, schema in (("data", data_schema), ("model", model_schema)):
         if schema.task != top.task:
             raise ConfigError(
@@ -76,6 +73,17 @@ def validate(cfg: DictConfig) -> TrainSchema:
         if entry is not None:
             check(LoggerSchema, entry, f"logger.{name}")
     return top
+
+
+def validate_data(data: DictConfig | dict) -> DataSchema:
+    """The `data` group alone (what `evaluate.py` reads besides a checkpoint), checked by the
+    schema of its `_target_`'s class."""
+    if isinstance(data, DictConfig):
+        data = OmegaConf.to_container(data, resolve=True, throw_on_missing=True)
+    schema = _schema_for(data, "data", {
+        "birnn.data.TaggingDataModule": TaggingDataSchema,
+        "birnn.data.ClassificationDataModule": ClassificationDataSchema})
+    return check(schema, data, "data")
 
 
 def check_encoder(encoder: Any, input_size: int) -> None:
@@ -120,4 +128,5 @@ def _schema_for(entry: Any, key: str, schemas: dict[str, type[Schema]]):
                       f"{', '.join(schemas)} (or a subclass)")
 
 
-__all__ = ["TASKS", "DataSchema", "ModelSchema", "TrainSchema", "check_encoder", "validate"]
+__all__ = ["TASKS", "DataSchema", "ModelSchema", "TrainSchema", "check_encoder", "validate",
+           "validate_data"]
