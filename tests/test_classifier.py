@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from birnn import BiRNN
-from birnn.errors import ConfigError
 from birnn.models import SentenceClassifier
 
 EMBED, HIDDEN = 6, 4
@@ -132,9 +131,3 @@ def test_pooling_width_follows_the_merge():
     assert make_model("mean", "sum").head.in_features == HIDDEN
     assert make_model("mean", "concat").head.in_features == 2 * HIDDEN
     assert make_model("attention", ["sum", "none"], 2).head.in_features == 2 * HIDDEN
-
-
-def test_unknown_pooling_is_a_config_error():
-    with pytest.raises(ConfigError, match=r"model.pooling: unknown 'sum' \(valid: final, mean, "
-                                          r"max, attention\)"):
-        make_model("sum")

@@ -413,7 +413,7 @@ def majority():
 ])
 def test_sentiment_sample_beats_the_majority(cfg_factory, majority, pooling, merge):
     assert max(majority.values()) < 0.6  # the baseline is computed from real, balanced data
-    metrics = train(cfg_factory("data=sample_sentiment", f"model.pooling={pooling}",
+    metrics = train(cfg_factory("task=classification", f"model.pooling={pooling}",
                                 f"encoder.merge={merge}", "encoder.hidden_size=32",
                                 "model.optimizer.lr=0.01", "model.dropout=0.2",
                                 "trainer.max_epochs=3"))
@@ -460,7 +460,7 @@ def test_malformed_file_gives_one_line_with_file_and_line(cfg_factory, capsys, t
     overrides = [f"data.dir={folder}",
                  *(f"data.files.{split}={name}" for split, name in files.items())]
     if ext != "txt":
-        overrides.append("data=sentences")
+        overrides += ["task=classification", "data=sentences"]
     with pytest.raises(SystemExit) as info:
         user_errors_exit(train)(cfg_factory(*overrides))
     assert info.value.code == 2
@@ -526,8 +526,6 @@ def test_label_unseen_in_train_maps_to_outside(tmp_path, caplog):
     assert dm.splits["validation"].targets[0].tolist() == [0, 0]
     assert any("validation" in r.message and "B-EVENT" in r.message and r.levelname == "WARNING"
                for r in caplog.records), caplog.text
-    with pytest.raises(ConfigError, match="data.unknown_labels"):
-        TaggingDataModule(dir=str(folder), files=files, unknown_labels="ignore")
 
 
 def test_classification_label_unseen_in_train_is_an_error(tmp_path):

@@ -52,7 +52,7 @@ def tagger(tmp_path_factory):
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory):
     out = tmp_path_factory.mktemp("classifier")
-    metrics = train(make_config(out, "data=sample_sentiment", *TINY))
+    metrics = train(make_config(out, "task=classification", *TINY))
     return out, metrics
 
 

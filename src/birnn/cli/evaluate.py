@@ -19,7 +19,9 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from birnn.checkpoint import checkpoint_path, load_model
+from birnn.cli.console import quiet_third_parties
 from birnn.cli.report import predict_split, print_scores, write_predictions
+from birnn.config.train import validate_data
 from birnn.data.datamodule import SPLITS, SequenceDataModule
 from birnn.errors import ConfigError, DataError
 
@@ -40,6 +42,7 @@ def datamodule_with_vocabularies(data_cfg: DictConfig, vocabularies: dict) -> Se
     if not (isinstance(cls, type) and issubclass(cls, SequenceDataModule)):
         raise ConfigError(f"data._target_: {target} is not a birnn data module")
     kwargs = OmegaConf.to_container(data_cfg, resolve=True, throw_on_missing=True)
+    validate_data(kwargs)  # a bad value fails here, naming its key, before any file is read
     kwargs.pop("_target_")
     datamodule = cls(**kwargs)
     datamodule.use_vocabularies(vocabularies)
@@ -88,6 +91,7 @@ def evaluate(cfg: DictConfig) -> dict:
     datamodule.setup("test")
 
     out.mkdir(parents=True, exist_ok=True)
+    quiet_third_parties()
     trainer: L.Trainer = instantiate(cfg.trainer, logger=False, callbacks=[],
                                      enable_checkpointing=False)
     # test, whatever the split: the test hooks score it

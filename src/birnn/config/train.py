@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from birnn.config.base import Schema, check
 from birnn.config.data import ClassificationDataSchema, DataSchema, TaggingDataSchema
+from birnn.config.encoder import EncoderSchema
 from birnn.config.model import ClassifierSchema, ModelSchema, TaggerSchema
 from birnn.config.optim import locate
 from birnn.config.trainer import LoggerSchema, TrainerSchema, callback_schema
@@ -51,11 +51,12 @@ def validate(cfg: DictConfig) -> TrainSchema:
     `MissingMandatoryValue`, which the command lines report as ``KEY is required``."""
     values = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     top = check(TrainSchema, values)
-    # the model first: data values may be interpolated from it (data.chars: model.char.kind)
+    # the model first: data.chars interpolates model.char.kind, whose bad value would
+    # otherwise be reported under data.chars
     model_schema = _schema_for(values["model"], "model", {
         "birnn.models.TokenTagger": TaggerSchema,
         "birnn.models.SentenceClassifier": ClassifierSchema})
-    model = check(model_schema, values["model"], "model")
+    check(model_schema, values["model"], "model")
     data_schema = type(validate_data(values["data"]))
     for group, schema in (("data", data_schema), ("model", model_schema)):
         if schema.task != top.task:
@@ -63,7 +64,7 @@ def validate(cfg: DictConfig) -> TrainSchema:
                 f"{group}: {values[group]['_target_']} is for {schema.task}, but "
                 f"task={top.task} (choose a {group} config for {top.task}, or "
                 f"task={schema.task})")
-    check_encoder(values["encoder"], model.embedding_dim)
+    check(EncoderSchema, values["encoder"], "encoder")
     check(TrainerSchema, values["trainer"], "trainer")
     for name, entry in (values.get("callbacks") or {}).items():
         if entry is not None:
@@ -86,29 +87,6 @@ def validate_data(data: DictConfig | dict) -> DataSchema:
     return check(schema, data, "data")
 
 
-def check_encoder(encoder: Any, input_size: int) -> None:
-    """The encoder's own schema (`birnn.config.encoder`), or, where that is not there, the
-    encoder built on the meta device (no memory, no weights), so its checks run."""
-    try:
-        from birnn.config.encoder import EncoderSchema
-    except ImportError:
-        EncoderSchema = None  # noqa: N806
-    if EncoderSchema is not None:
-        check(EncoderSchema, encoder, "encoder")
-        return
-    from birnn.encoder import BiRNN
-
-    if not isinstance(encoder, dict):
-        raise ConfigError(f"encoder: must be a mapping of keys to values, got {encoder!r}")
-    try:
-        with torch.device("meta"):
-            BiRNN(input_size, **encoder)
-    except ConfigError as e:
-        raise ConfigError(f"encoder.{e}") from None
-    except TypeError as e:
-        raise ConfigError(f"encoder: {e}") from None
-
-
 def _target(entry: Any, key: str):
     if not isinstance(entry, dict) or not isinstance(entry.get("_target_"), str):
         raise ConfigError(f"{key}._target_: required (the class to build), got {entry!r}")
@@ -128,5 +106,4 @@ def _schema_for(entry: Any, key: str, schemas: dict[str, type[Schema]]):
                       f"{', '.join(schemas)} (or a subclass)")
 
 
-__all__ = ["TASKS", "DataSchema", "ModelSchema", "TrainSchema", "check_encoder", "validate",
-           "validate_data"]
+__all__ = ["TASKS", "DataSchema", "ModelSchema", "TrainSchema", "validate", "validate_data"]
