@@ -375,6 +375,23 @@ def test_the_cli_reports_a_missing_vocabulary_in_one_line(tmp_path, capsys):
     assert err.startswith("error: --vocab is required") and "\n" not in err
 
 
+def test_a_legacy_h5_file_converts(tmp_path):
+    model = stack(["lstm", "gru"], [3, 4], ["ave", "sum"], True, [softmax_dense(3)])
+    path = tmp_path / "model.h5"
+    model.save(path)
+    module = from_keras(path)
+    ids, lengths = batch(True)
+    real = np.arange(STEPS)[None, :] < lengths[:, None]
+    assert relative_difference(keras_probs(model, ids)[real],
+                               birnn_probs(module, ids, lengths)[real]) < TOLERANCE
+
+
+def test_without_the_extra_the_error_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "keras", None)  # `import keras` raises ImportError
+    with pytest.raises(ConfigError, match=re.escape("pip install -e '.[keras]'")):
+        from_keras("model.keras")
+
+
 def test_a_missing_keras_model_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match="Keras model not found"):
         from_keras(tmp_path / "absent.keras")
