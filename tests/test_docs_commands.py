@@ -9,8 +9,9 @@ fails here, so no command hides in an untagged block.
 How each command is treated:
 
 - `make TARGET`: TARGET must be a target of the Makefile, which runs it.
-- `python train.py ...`: composed and resolved with Hydra's `--cfg job`; of a multirun
-  (`-m`), enough jobs to compose every swept value once. The
+- `python train.py ...`: composed and resolved with Hydra's `--cfg job`, then checked by
+  `birnn.config.validate` as train.py checks it; of a multirun (`-m`), enough jobs to
+  compose every swept value once. The
   README's first training command also really runs, shrunk by `SHRINK`, and its run folder
   stands in for `outputs/DATE/TIME` in the other commands. Commands on the real data in
   `../shared/data` really run, shrunk, under `slow` (a multirun: its first job).
@@ -44,6 +45,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import ROOT, SHARED_DATA
+from omegaconf import OmegaConf
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 NOT_RUN = {"py", "text", "yaml", "json"}
@@ -70,7 +72,7 @@ ELSEWHERE = {
     "python scripts/overhead.py experiment=conll2003 data.dir=../shared/data/conll2003 --profile":
         ["tests/test_overhead.py::test_profile_prints_every_phase"],
     # W&B servers are unreachable here: the sweep file's grid is composed instead
-    "wandb sweep conf/sweep/wandb.yaml":
+    "wandb sweep sweeps/wandb.yaml":
         ["tests/test_docs_commands.py::test_wandb_sweep_file_composes"],
     "wandb agent ENTITY/birnn/SWEEP_ID":
         ["tests/test_docs_commands.py::test_wandb_sweep_file_composes"],
@@ -197,16 +199,22 @@ def sweep_jobs(args: list[str]) -> list[list[str]]:
 
 @functools.cache
 def _composed(args: tuple[str, ...]) -> str:
-    extra = () if "--cfg" in args else ("--cfg", "job", "--resolve")
+    extra = ("--resolve",) if "--cfg" in args else ("--cfg", "job", "--resolve")
     return run_script("train.py", [*args, *extra])
 
 
 def compose_check(args: list[str]) -> dict:
     """`python train.py ARGS --cfg job --resolve`: the composed job config, as a dict (each
-    distinct command once: several pages show the same one)."""
+    distinct command once: several pages show the same one), checked by the schema that
+    train.py checks it with before any data is read."""
+    from birnn.config import validate
+
     printed = _composed(tuple(args))
     cfg = yaml.safe_load(printed)
     assert isinstance(cfg, dict) and "encoder" in cfg, printed[-2000:]
+    # the run folder is Hydra's runtime value, which `--cfg` leaves unset
+    cfg["paths"]["output_dir"] = cfg["paths"]["output_dir"] or "outputs/DATE/TIME"
+    validate(OmegaConf.create(cfg))
     return cfg
 
 
@@ -303,7 +311,7 @@ def test_command(command: Command, request):
 
 def test_wandb_sweep_file_composes():
     """Each point of the W&B grid is a valid `python train.py` override set."""
-    sweep = yaml.safe_load((ROOT / "conf" / "sweep" / "wandb.yaml").read_text())
+    sweep = yaml.safe_load((ROOT / "sweeps" / "wandb.yaml").read_text())
     assert sweep["program"] == "train.py" and sweep["method"] == "grid"
     params = sweep["parameters"]
     jobs = sweep_jobs([f"{key}={','.join(map(str, p['values']))}" for key, p in params.items()])
