@@ -144,7 +144,8 @@ class BiRNN(nn.Module):
                 for LSTM); a pair for ``none``.
         """
         exporting = policy.exporting()
-        if x.dim() != 3 or x.size(-1) != self.input_size:
+        # data-dependent checks would be frozen into an exported graph
+        if not exporting and (x.dim() != 3 or x.size(-1) != self.input_size):
             raise ValueError(
                 f"BiRNN expects input of shape (B, T, {self.input_size}), got {tuple(x.shape)}"
             )
@@ -152,7 +153,6 @@ class BiRNN(nn.Module):
         if lengths is None:
             lengths = torch.full((batch,), total, dtype=torch.int64)
         lengths = lengths.to("cpu", torch.int64)
-        # data-dependent checks would be frozen into an exported graph
         if not exporting and (lengths.shape != (batch,) or (lengths < 1).any()
                               or (lengths > total).any()):
             raise ValueError(
