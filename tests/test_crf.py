@@ -10,9 +10,9 @@ import torch
 from conftest import SAMPLE_NER
 from seqeval.metrics import f1_score
 
-from birnn.cli.predict import Predictor
 from birnn.cli.train import train
 from birnn.data import read_column_file
+from birnn.inference import Predictor
 from birnn.models.crf import CRF, iob2_constraints, is_valid_iob2
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]

@@ -7,9 +7,9 @@ import random
 import pytest
 from seqeval.metrics import f1_score
 
-from birnn.cli.predict import Predictor
 from birnn.cli.train import train
 from birnn.data import read_column_file, write_column_file
+from birnn.inference import Predictor
 
 TOKENS = [
     "😀", "👩‍👩‍👧", "é", "é",  # emoji, a ZWJ sequence, precomposed vs combining accent
