@@ -128,14 +128,18 @@ def differences(a, b, batch) -> list[str]:
     return found
 
 
+def corpus_config(tmp_path, *overrides):
+    """The training config of a small model on the eight sentences (written to tmp_path)."""
+    data = write_corpus(tmp_path / "data")
+    return make_config(tmp_path, f"data.dir={data}", "data.batch_size=8",
+                       "model.embedding_dim=8", "encoder.hidden_size=6", *overrides)
+
+
 def check_option_reaches_model(tmp_path, overrides, changes, base=()):
     """The model built from `base` + `overrides` equals one constructed from the base
     config's constructor arguments with `changes`, and the base model does not."""
-    small = ("model.embedding_dim=8", "encoder.hidden_size=6", f"data.dir={tmp_path / 'data'}",
-             "data.batch_size=8", *base)
-    write_corpus(tmp_path / "data")
-    datamodule, built = build_model(make_config(tmp_path, *small, *overrides))
-    _, plain = build_model(make_config(tmp_path, *small), datamodule)
+    datamodule, built = build_model(corpus_config(tmp_path, *base, *overrides))
+    _, plain = build_model(corpus_config(tmp_path, *base), datamodule)
     expected = constructed(dict(plain.hparams), changes, datamodule)
     batch = datamodule.collate(datamodule.splits["train"], list(range(len(CORPUS))))
     assert differences(built, expected, batch) == []
