@@ -92,7 +92,11 @@ ENCODERS = [
 ]
 
 
-@pytest.mark.parametrize("encoder", ENCODERS, ids=lambda e: "-".join(map(str, e.values())).replace(" ", ""))
+def encoder_id(encoder: dict) -> str:
+    return "-".join(map(str, encoder.values())).replace(" ", "")
+
+
+@pytest.mark.parametrize("encoder", ENCODERS, ids=encoder_id)
 def test_tagger_encoders_export(encoder, tmp_path):
     check_parity(tagger(encoder), batch(False), tmp_path, "tagging")
 
@@ -130,6 +134,24 @@ def test_labels_file_holds_the_lattice(tmp_path):
     assert min(info["lattice"]["start"]) < -1000  # I- tags may not start a sentence
 
 
+def test_runner_labels_sentences_as_pytorch_does(tmp_path):
+    torch.manual_seed(0)
+    model = SentenceClassifier(VOCAB, ["neg", "pos", "mixed"], {"hidden_size": 5},
+                               embedding_dim=6, pooling="mean").eval()
+    export_onnx(model, vocabularies("classification", model.labels, False), tmp_path)
+    sentences = [["w3", "w7", "unseen"], [], ["w1"]]
+    got = OnnxRunner.from_path(tmp_path).predict(sentences)
+    ids = [[5, 9, 1], [3]]  # "w<i>" is id i + 2, unseen words are <unk> (1)
+    for sentence, result in zip([ids[0], None, ids[1]], got, strict=True):
+        if sentence is None:
+            assert result == (None, None)
+            continue
+        with torch.no_grad():
+            probs = model(torch.tensor([sentence]), torch.tensor([len(sentence)])).softmax(-1)
+        assert result[0] == model.labels[int(probs.argmax())]
+        assert result[1] == pytest.approx(float(probs.max()), abs=1e-5)
+
+
 # ------------------------------------------------------ a trained model, end to end (CLI)
 
 
@@ -141,7 +163,8 @@ def trained(tmp_path_factory):
     train(make_config(out, "encoder.hidden_size=8", "model.embedding_dim=16",
                       "model.head=crf", "model.casing=true", "model.char.kind=cnn",
                       "model.char.dim=8", "model.char.filters=8", "trainer.max_epochs=1",
-                      "+trainer.limit_train_batches=8", "model.optimizer.lr=0.01"))
+                      "+trainer.limit_train_batches=8", "+trainer.limit_val_batches=2",
+                      "+trainer.limit_test_batches=2", "model.optimizer.lr=0.02"))
     export = out / "export"
     run = subprocess.run([sys.executable, "export.py", f"ckpt={out}", f"output={export}"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -152,43 +175,64 @@ def trained(tmp_path_factory):
 def sample_sentences() -> list[list[str]]:
     from birnn.data import read_column_file
 
-    return [tokens for tokens, _ in read_column_file(SAMPLE_NER / "test.txt")]
+    return [s["tokens"] for s in read_column_file(SAMPLE_NER / "test.txt")]
+
+
+def assert_runner_matches_predictor(runner: OnnxRunner, predictor, sentences) -> list:
+    """The runner's tags, token and span scores equal those of the PyTorch model on the
+    batches its data module makes, decoded with its lattice; returns the runner's results."""
+    from birnn.decoding import Lattice, decode
+
+    got = runner.predict(sentences, batch_size=64)
+    model, labels = predictor.model, predictor.labels
+    lattice = Lattice.of_tagger(model)
+    checked = 0
+    for batch in predictor.batches(sentences, batch_size=50):
+        with torch.no_grad():
+            emissions = model(batch["words"], batch["lengths"], **model.features(batch))
+        decoded = decode(emissions.double().numpy(), batch["lengths"].numpy(), lattice, labels)
+        for i, expected in zip(batch["index"].tolist(), decoded, strict=True):
+            result = got[i]
+            assert result["tags"] == [labels[j] for j in expected.tags]
+            np.testing.assert_allclose(result["token_scores"], expected.token_scores,
+                                       atol=1e-4)
+            assert [(s["type"], s["start"], s["end"]) for s in result["spans"]] == \
+                [s[:3] for s in expected.spans]
+            np.testing.assert_allclose([s["score"] for s in result["spans"]],
+                                       [s[3] for s in expected.spans], atol=1e-4)
+            checked += 1
+    assert checked == sum(1 for s in sentences if s)
+    return got
+
+
+def test_runner_tags_and_scores_equal_pytorch_on_a_random_crf(tmp_path):
+    from birnn.inference import Predictor
+
+    # untrained: random emissions give many chunks, so span scores are compared too
+    model = tagger({"cell": ["gru", "lstm"], "merge": ["sum", "concat"]}, head="crf",
+                   casing=True, char={"kind": "cnn", "dim": 4, "filters": 5},
+                   num_chars=CHARS).eval()
+    vocabs = vocabularies("tagging", LABELS, True)
+    export_onnx(model, vocabs, tmp_path)
+    g = torch.Generator().manual_seed(2)
+    words = ["w1", "W2", "abc", "Hij", "zz", "a1", "ghij", "w30"]
+    sentences = [[words[i] for i in torch.randint(0, len(words), (int(n),), generator=g)]
+                 for n in torch.randint(1, 12, (40,), generator=g)]
+    sentences[5] = []
+    got = assert_runner_matches_predictor(OnnxRunner.from_path(tmp_path),
+                                          Predictor(model, vocabs), sentences)
+    assert sum(len(r["spans"]) for r in got) > 20
+    assert got[5] == {"tags": [], "token_scores": [], "spans": []}
 
 
 def test_onnx_tags_and_scores_equal_the_checkpoints(trained):
-    from birnn.checkpoint import load_model
-    from birnn.decoding import Lattice, decode
+    from birnn.inference import Predictor
 
     run, export = trained
     assert {p.name for p in export.iterdir()} >= {"model.onnx", "vocabularies.json",
                                                   "labels.json"}
-    sentences = sample_sentences()
-    runner = OnnxRunner.from_path(export / "model.onnx")
-    got = runner.predict(sentences, batch_size=64)
-
-    # the checkpoint in PyTorch: emissions of one sentence at a time, decoded with its lattice
-    model, vocabs = load_model(run)
-    words = {s: i for i, s in enumerate(vocabs["words"]["itos"])}
-    chars = {s: i for i, s in enumerate(vocabs["chars"]["itos"])}
-    lattice, labels = Lattice.of_tagger(model), model.labels
-    from birnn.tags import word_shape
-
-    for tokens, result in zip(sentences[:60], got[:60], strict=True):
-        ids = torch.tensor([[words.get(t, 1) for t in tokens]])
-        width = max(len(t) for t in tokens)
-        char_ids = torch.tensor([[[chars.get(c, 1) for c in t] + [0] * (width - len(t))
-                                  for t in tokens]])
-        casing = torch.tensor([[word_shape(t) for t in tokens]])
-        with torch.no_grad():
-            emissions = model(ids, torch.tensor([len(tokens)]), chars=char_ids, casing=casing)
-        [expected] = decode(emissions.double().numpy(), [len(tokens)], lattice, labels)
-        assert result["tags"] == [labels[i] for i in expected.tags]
-        np.testing.assert_allclose(result["token_scores"], expected.token_scores, atol=1e-4)
-        assert [(s["type"], s["start"], s["end"]) for s in result["spans"]] == \
-            [s[:3] for s in expected.spans]
-        np.testing.assert_allclose([s["score"] for s in result["spans"]],
-                                   [s[3] for s in expected.spans], atol=1e-4)
-    assert any(r["spans"] for r in got)  # trained enough to find some entities
+    assert_runner_matches_predictor(OnnxRunner.from_path(export / "model.onnx"),
+                                    Predictor.from_checkpoint(run), sample_sentences())
 
 
 def test_the_runner_imports_neither_lightning_nor_the_model_code(trained):
@@ -225,7 +269,13 @@ def test_deployment_doc_commands_run(trained, tmp_path):
     blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
     assert blocks
     script = "\n".join(blocks).replace("outputs/DATE/TIME", str(run))
-    env_setup = f"set -euo pipefail\ncd {ROOT}\nexport PATH={sys.executable.rsplit('/', 1)[0]}:$PATH\n"
-    done = subprocess.run(["bash", "-c", env_setup + script], capture_output=True, text=True,
+    # `python` is this interpreter; commands run from the repository root, as the page says
+    setup = f"set -euo pipefail\ncd {ROOT}\npython() {{ {sys.executable} \"$@\"; }}\n"
+    done = subprocess.run(["bash", "-c", setup + script], capture_output=True, text=True,
                           timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
+    tagged = (run / "onnx_tags.conll").read_text().split("\n\n")
+    assert len([b for b in tagged if b.strip()]) == len(sample_sentences())
+    record = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(record["scores"]) == len(record["tags"]) == 4
+    assert all(0 <= s["score"] <= 1 for s in record["spans"])
