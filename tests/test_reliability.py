@@ -420,7 +420,11 @@ def test_ddp_two_cpu_processes(tmp_path):
     cfg = make_config(run, *overrides)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
-    model = TokenTagger.load_from_checkpoint(metrics["best_checkpoint"], map_location="cpu")
+    model = TokenTagger.load_from_checkpoint(metrics["best_checkpoint"], map_location="cpu",
+                                             weights_only=True)
+    # the first process wrote the predictions of the whole test split
+    written = (run / "test_predictions.conll").read_text().split("\n\n")
+    assert len([s for s in written if s.strip()]) == len(datamodule.splits["test"])
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                         enable_model_summary=False, enable_checkpointing=False)
     test = trainer.test(model, datamodule=datamodule, verbose=False)[0]
