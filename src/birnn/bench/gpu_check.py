@@ -313,7 +313,7 @@ def summary_markdown(result: dict) -> str:
         ratio = train.get("vs_cpu_reference")
         lines.append(f"CPU reference ({cpu['source']}: {cpu['context']}): "
                      f"{cpu['tokens_per_s']:,.0f} training tokens/s"
-                     + (f"; GPU / CPU {ratio:.1f}x" if ratio else ""))
+                     + (f"; this run / CPU reference {ratio:.2f}x" if ratio else ""))
     return "\n".join(lines) + "\n"
 
 
