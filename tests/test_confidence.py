@@ -141,6 +141,9 @@ def test_decode_scores_the_predicted_chunks():
     for type_, s, e, p in first.spans:
         want = sum(q for path, q in enumerated.items() if (type_, s, e) in chunks(labels, path))
         assert p == pytest.approx(want, abs=1e-9)
+    named = first.named(labels)
+    assert named["tags"] == [labels[i] for i in best] and named["scores"] == first.token_scores
+    assert [(s["type"], s["start"], s["end"], s["score"]) for s in named["spans"]] == first.spans
 
 
 def test_labels_without_chunks_give_token_scores_only():

@@ -183,7 +183,8 @@ def assert_runner_matches_predictor(runner: OnnxRunner, predictor, sentences) ->
     batches its data module makes, decoded with its lattice; returns the runner's results."""
     from birnn.decoding import Lattice, decode
 
-    got = runner.predict(sentences, batch_size=64)
+    got = runner.predict(sentences, batch_size=64, scores=True)
+    assert runner.predict(sentences) == [r["tags"] for r in got]
     model, labels = predictor.model, predictor.labels
     lattice = Lattice.of_tagger(model)
     checked = 0
@@ -194,7 +195,7 @@ def assert_runner_matches_predictor(runner: OnnxRunner, predictor, sentences) ->
         for i, expected in zip(batch["index"].tolist(), decoded, strict=True):
             result = got[i]
             assert result["tags"] == [labels[j] for j in expected.tags]
-            np.testing.assert_allclose(result["token_scores"], expected.token_scores,
+            np.testing.assert_allclose(result["scores"], expected.token_scores,
                                        atol=1e-4)
             assert [(s["type"], s["start"], s["end"]) for s in result["spans"]] == \
                 [s[:3] for s in expected.spans]
@@ -222,7 +223,7 @@ def test_runner_tags_and_scores_equal_pytorch_on_a_random_crf(tmp_path):
     got = assert_runner_matches_predictor(OnnxRunner.from_path(tmp_path),
                                           Predictor(model, vocabs), sentences)
     assert sum(len(r["spans"]) for r in got) > 20
-    assert got[5] == {"tags": [], "token_scores": [], "spans": []}
+    assert got[5] == {"tags": [], "scores": [], "spans": []}
 
 
 def test_onnx_tags_and_scores_equal_the_checkpoints(trained):
@@ -240,7 +241,7 @@ def test_the_runner_imports_neither_lightning_nor_the_model_code(trained):
     code = ("import sys, json\n"
             "from birnn.export.runtime import OnnxRunner\n"
             f"r = OnnxRunner.from_path({str(export / 'model.onnx')!r})\n"
-            "print(json.dumps(r.predict([['EU', 'rejects', 'German', 'call']])))\n"
+            "print(json.dumps(r.predict([['EU', 'rejects', 'German', 'call']], scores=True)))\n"
             "bad = [m for m in sys.modules if m.split('.')[0] in ('lightning', "
             "'pytorch_lightning') or m.startswith('birnn.models')]\n"
             "assert not bad, bad\n")

@@ -90,6 +90,13 @@ class Decoded:
     token_scores: list[float]
     spans: list[tuple[str, int, int, float]]
 
+    def named(self, labels: Sequence[str]) -> dict:
+        """`{"tags": [names], "scores": [per token], "spans": [{"type", "start", "end",
+        "score"}]}`, as prediction outputs write it (JSON-ready)."""
+        return {"tags": [labels[i] for i in self.tags], "scores": self.token_scores,
+                "spans": [{"type": t, "start": s, "end": e, "score": p}
+                          for t, s, e, p in self.spans]}
+
 
 def _logsumexp(x: np.ndarray, axis: int) -> np.ndarray:
     if x.shape[axis] == 0:

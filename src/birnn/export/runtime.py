@@ -3,8 +3,10 @@ emissions or logits, decoding with `birnn.decoding`. Neither Lightning nor the m
 imported, so a deployment needs only NumPy, onnxruntime and this package's pure-Python parts.
 
 >>> runner = OnnxRunner.from_path("outputs/DATE/TIME/export/model.onnx")
->>> runner.predict([["EU", "rejects", "German", "call"]])[0]["tags"]
-['B-ORG', 'O', 'B-MISC', 'O']
+>>> runner.predict([["EU", "rejects", "German", "call"]])
+[['B-ORG', 'O', 'B-MISC', 'O']]
+>>> runner.predict([["EU", "rejects", "German", "call"]], scores=True)[0]["spans"][0]
+{'type': 'ORG', 'start': 0, 'end': 1, 'score': 0.96...}
 """
 
 from __future__ import annotations
@@ -51,10 +53,11 @@ class Lookup:
 class OnnxRunner:
     """An exported model and its vocabularies, labelling tokenised sentences.
 
-    Taggers give, per sentence, `{"tags", "token_scores", "spans"}` (spans as
-    `{"type", "start", "end", "score"}`, end exclusive; scores are marginal probabilities,
-    see `birnn.decoding`); classifiers give `(label, probability)`. An empty sentence gives
-    empty lists, or `(None, None)`.
+    Taggers give, per sentence, its tags, or with `scores` `{"tags", "scores", "spans"}`
+    (`birnn.decoding.Decoded.named`: spans as `{"type", "start", "end", "score"}`, end
+    exclusive; scores are marginal probabilities); classifiers give `(label, probability)`.
+    An empty sentence gives empty lists, or `(None, None)`. The same as
+    `birnn.inference.Predictor` gives for the checkpoint.
     """
 
     def __init__(self, session, vocabularies: dict, info: dict):
@@ -117,32 +120,32 @@ class OnnxRunner:
             out["chars"] = chars
         return {name: out[name] for name in self.inputs}
 
-    def scores(self, sentences: Sequence[Sequence[str]]) -> np.ndarray:
+    def outputs(self, sentences: Sequence[Sequence[str]]) -> np.ndarray:
         """The graph's output for non-empty sentences: emissions (B, T, L) or logits (B, C)."""
         return self.session.run(None, self.arrays(sentences))[0]
 
-    def predict(self, sentences: Sequence[Sequence[str]], batch_size: int = 256) -> list:
-        """Labels and scores for each sentence, in order; batches of similar lengths."""
+    def predict(self, sentences: Sequence[Sequence[str]], batch_size: int = 256,
+                scores: bool = False) -> list:
+        """Labels for each sentence, in order, with their scores if `scores` (taggers);
+        batches of similar lengths."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size: must be an integer >= 1, got {batch_size!r}")
-        empty = {"tags": [], "token_scores": [], "spans": []} if self.task == "tagging" \
-            else (None, None)
+        empty = (None, None) if self.task != "tagging" else \
+            {"tags": [], "scores": [], "spans": []} if scores else []
         results: list = [empty] * len(sentences)
         order = sorted((i for i, s in enumerate(sentences) if s), key=lambda i: -len(sentences[i]))
         for start in range(0, len(order), batch_size):
             batch = order[start:start + batch_size]
             tokens = [list(sentences[i]) for i in batch]
-            scores = self.scores(tokens)
+            out = self.outputs(tokens)
             if self.task == "tagging":
                 lengths = np.array([len(t) for t in tokens])
-                for i, d in zip(batch, decode(scores, lengths, self.lattice, self.labels),
+                for i, d in zip(batch, decode(out, lengths, self.lattice, self.labels),
                                 strict=True):
-                    results[i] = {"tags": [self.labels[j] for j in d.tags],
-                                  "token_scores": d.token_scores,
-                                  "spans": [{"type": t, "start": s, "end": e, "score": p}
-                                            for t, s, e, p in d.spans]}
+                    results[i] = d.named(self.labels) if scores else \
+                        [self.labels[j] for j in d.tags]
             else:
-                logits = scores.astype(np.float64)
+                logits = out.astype(np.float64)
                 probs = np.exp(logits - logits.max(-1, keepdims=True))
                 probs /= probs.sum(-1, keepdims=True)  # (B, C)
                 for i, row in zip(batch, probs, strict=True):
