@@ -243,6 +243,14 @@ def test_what_has_no_exact_equivalent_is_refused_naming_the_layer(build, expecte
     assert re.search(expected, refused(build()))
 
 
+def test_a_quantized_model_is_refused():
+    model = sequential(L.Bidirectional(L.LSTM(3, return_sequences=True)), softmax_dense())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Keras' note on quantizing layers it leaves float
+        model.quantize("int8")
+    assert "quantized (int8)" in refused(model)
+
+
 def test_an_unmerged_pair_birnn_cannot_express_is_refused():
     inputs = keras.Input((None,), dtype="int32")
     x = L.Embedding(VOCAB, DIM)(inputs)

@@ -8,8 +8,7 @@ loss (sparse categorical cross-entropy, or binary for a sigmoid head) and SGD at
 rate 0, and birnn's forward + cross-entropy + backward + SGD at learning rate 0; inference is
 Keras' `predict_on_batch` and birnn's forward with a softmax under `torch.inference_mode()`.
 Both are timed in interleaved rounds (`round_robin_seconds`), so a change of machine load hits
-both alike. Writes keras_model.{json,md,png} into `--out`; measured figures belong in
-docs/performance.md.
+both alike. Writes keras_model.{json,md,png} into `--out` (see docs/keras.md).
 """
 
 from __future__ import annotations

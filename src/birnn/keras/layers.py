@@ -167,6 +167,9 @@ def read_model(model) -> Plan:
     plan = Plan()
     layers = _Layers(chain(model))
     for layer in layers.layers:
+        if getattr(layer, "quantization_mode", None):
+            raise refuse(layer, f"quantized ({layer.quantization_mode}); birnn converts "
+                                "float weights")
         dtype = getattr(getattr(layer, "dtype_policy", None), "compute_dtype", "float32")
         if dtype != "float32":
             warnings.warn(f"keras layer '{layer.name}': computes in {dtype}; the birnn model "
