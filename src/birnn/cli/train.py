@@ -87,7 +87,7 @@ def train(cfg: DictConfig) -> dict:
                            verbose=False)[0]
     test = trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=True,
                         verbose=False)[0]
-    predictions = predict_split(trainer, model, datamodule, "test")  # the best weights, loaded
+    predictions = predict_split(trainer, model, datamodule, "test", best)
 
     metrics = summary(cfg, run, best, val, test, time.time() - started)
     if trainer.is_global_zero:

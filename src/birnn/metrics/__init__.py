@@ -1,5 +1,5 @@
-"""Evaluation metrics."""
+"""Evaluation metrics (the tag schemes and spans they read: `birnn.tags`)."""
 
-from birnn.metrics.spans import SCHEMES, SpanF1, convert_tags, get_spans
+from birnn.metrics.spans import SpanF1
 
-__all__ = ["SCHEMES", "SpanF1", "convert_tags", "get_spans"]
+__all__ = ["SpanF1"]

@@ -9,9 +9,9 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from birnn.tags import SCHEMES, convert_tags, get_spans, parse_tag, spans_of_parsed
+from birnn.tags import parse_tag, spans_of_parsed
 
-__all__ = ["SCHEMES", "SpanF1", "convert_tags", "get_spans"]
+__all__ = ["SpanF1"]
 
 
 class SpanF1(Metric):
