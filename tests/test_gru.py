@@ -1,9 +1,10 @@
 """birnn's GRU recurrence (`birnn.encoder.gru`, `encoder.gru=birnn`) against PyTorch's GRU.
 
 `test_encoder.py` checks every stack against a reference built from PyTorch modules with the
-default `gru=auto` (on CPU: birnn's recurrence where oneDNN's matmul is the faster, unless
-`ragged=pack`); here the two recurrences are compared directly, gradients included, and the
-pieces on their own, with both matmul paths whichever this CPU takes.
+default `gru=auto` (on CPU: birnn's recurrence where its C kernel builds or oneDNN's matmul is
+the faster, unless `ragged=pack`); here the two recurrences are compared directly, gradients
+included, and the pieces on their own, with both matmul paths and both step implementations
+(the C kernel, PyTorch ops) whichever this CPU takes.
 """
 
 from __future__ import annotations

@@ -103,8 +103,9 @@ class BiRNN(nn.Module):
         self.cells, self.hidden_sizes = options.cells, options.hidden_sizes
         self.merges, self.residuals = options.merges, options.residuals
         self.dropout, self.dropout_kind = options.dropout, options.dropout_kind
-        self.impl, self.ragged, self.gru, self.directions = impl, ragged, gru, directions
-        self.init, self.forget_bias = init, forget_bias
+        self.impl, self.ragged = options.impl, options.ragged
+        self.gru, self.directions = options.gru, options.directions
+        self.init, self.forget_bias = options.init, options.forget_bias
         self.fusable = options.fusable
 
         self.layers = nn.ModuleList()
@@ -114,13 +115,13 @@ class BiRNN(nn.Module):
             width = self.layers[-1].output_size
         self.output_size = width
         # initialised after all layers are built, so a seed gives the weights it always gave
-        if init == "orthogonal":
+        if self.init == "orthogonal":
             for layer in self.layers:
                 layer.init_orthogonal()
-        if forget_bias is not None:
+        if self.forget_bias is not None:
             for layer in self.layers:
                 if layer.cell == "lstm":
-                    layer.set_forget_bias(float(forget_bias))
+                    layer.set_forget_bias(self.forget_bias)
         self.between = SequenceDropout(self.dropout, self.dropout_kind)
         self.fused = FusedStack(self.cells[0], self.dropout) if self.fusable else None
 

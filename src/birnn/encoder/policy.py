@@ -133,5 +133,6 @@ def _reverse(options: EncoderSchema, kind: str, grad: bool) -> bool:
     # whether a ragged batch runs padded and reversed rather than packed
     if options.ragged != "auto":
         return options.ragged == "reverse"
-    # without gradients PyTorch's packed GRU/RNN is the faster, oneDNN's padded LSTM never
+    # padded wins in training and wherever an LSTM layer keeps oneDNN's kernel (which takes
+    # no packed input); GRU/RNN-only inference runs faster packed
     return kind in AUTO_REVERSE_DEVICES and (grad or "lstm" in options.cells)
