@@ -121,7 +121,7 @@ def reference_forward(model, cells, hiddens, merges, x, lengths):
     return pad(outs), torch.stack(finals)
 
 
-# --- helpers ----------------------------------------------------------------------------
+# --- comparisons and batches ------------------------------------------------------------
 
 
 def as_tuple(value):
@@ -798,9 +798,9 @@ def test_onnx_export_takes_any_lengths(tmp_path):
         torch.onnx.export(model, (x, torch.tensor([5, 5])), path, dynamo=False,
                           input_names=["x", "lengths"],
                           dynamic_axes={"x": {0: "B", 1: "T"}, "lengths": {0: "B"}})
-    session = ort.InferenceSession(path)
+    runtime = ort.InferenceSession(path)
     x, lengths = batch_input()
-    got = session.run(None, {"x": x.numpy(), "lengths": lengths.numpy()})
+    got = runtime.run(None, {"x": x.numpy(), "lengths": lengths.numpy()})
     with torch.no_grad():
         outputs, final = model(x, lengths)
     for g, want in zip(got, (*outputs, *final), strict=True):

@@ -56,7 +56,7 @@ def _no_tf32():
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-# --- helpers ----------------------------------------------------------------------------
+# --- comparisons and batches ------------------------------------------------------------
 
 
 def make_batch(lengths=RAGGED, device=CUDA, dtype=torch.float32):

@@ -177,7 +177,7 @@ class EncoderSchema(Schema):
                         self.dropout_kind)
 
 
-# ---------------------------------------------------------------------------- helpers
+# ------------------------------------------------------------- checks and expansions
 
 
 def check_int(name: str, value, minimum: int) -> None:
