@@ -52,7 +52,7 @@ NOT_RUN = {"py", "text", "yaml", "json"}
 RUN_DIR = "outputs/DATE/TIME"
 SENTENCES = "EU rejects German call to boycott British lamb .\nPeter Blackburn\n"
 
-# Documented in docs/configuration.md ("Runs of a few seconds").
+# Documented in docs/configuration.md ("Quick checks").
 SHRINK = (
     "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=2",
     "+trainer.limit_test_batches=2", "logger=none", "callbacks.progress_bar=null",
