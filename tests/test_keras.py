@@ -16,6 +16,7 @@ import pytest
 import torch
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
+os.environ.setdefault("KERAS_TORCH_DEVICE", "cpu")  # Keras beside birnn's CPU module
 keras = pytest.importorskip("keras")
 
 from birnn.checkpoint import load_model  # noqa: E402

@@ -84,7 +84,16 @@ def make_batch(vocab_size: int, args, ragged: bool) -> tuple[np.ndarray, np.ndar
     return ids, lengths
 
 
-def steps(keras, model, module, ids: np.ndarray, lengths: np.ndarray) -> dict:
+def keras_device(keras, model) -> torch.device:
+    """Where Keras computes: its torch tensors' device on the torch backend; otherwise the
+    CPU, where birnn then runs (the header names both)."""
+    if keras.backend.backend() == "torch" and model.weights:
+        return model.weights[0].value.device
+    return torch.device("cpu")
+
+
+def steps(keras, model, module, ids: np.ndarray, lengths: np.ndarray,
+          device: torch.device) -> dict:
     """The four timed functions: Keras and birnn, training and inference."""
     tagger = module.__class__.__name__ == "TokenTagger"
     rng = np.random.default_rng(0)
@@ -95,9 +104,10 @@ def steps(keras, model, module, ids: np.ndarray, lengths: np.ndarray) -> dict:
     y = target[..., None].astype("float32") if sigmoid else target
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.0),
                   loss="binary_crossentropy" if sigmoid else "sparse_categorical_crossentropy")
-    words, lens = torch.as_tensor(ids), torch.as_tensor(lengths)
-    gold = torch.as_tensor(target).masked_fill(words == 0, -100) if tagger \
-        else torch.as_tensor(target)
+    words, lens = torch.as_tensor(ids).to(device), torch.as_tensor(lengths)
+    gold = torch.as_tensor(target).to(device)
+    if tagger:
+        gold = gold.masked_fill(words == 0, -100)  # no loss at padding
     optimizer = torch.optim.SGD(module.parameters(), lr=0.0)
 
     def birnn_train() -> None:
@@ -118,29 +128,30 @@ def steps(keras, model, module, ids: np.ndarray, lengths: np.ndarray) -> dict:
             "birnn_infer": birnn_infer}
 
 
-def measure(keras, model, module, ids, lengths, args) -> dict:
-    fns = steps(keras, model, module, ids, lengths)
+def measure(keras, model, module, ids, lengths, args, device: torch.device) -> dict:
+    fns = steps(keras, model, module, ids, lengths, device)
     memory = {}
     for name in ("keras", "birnn"):  # two untimed steps each: the peak of training
-        with peak_memory(torch.device("cpu")) as mem:
+        with peak_memory(device) as mem:
             fns[f"{name}_train"]()
             fns[f"{name}_train"]()
         memory[name] = mem["mb"]
-    cpu = torch.device("cpu")
     train = round_robin_seconds({k: fns[f"{k}_train"] for k in memory}, args.steps,
-                                args.warmup, cpu)
+                                args.warmup, device)
     infer = round_robin_seconds({k: fns[f"{k}_infer"] for k in memory}, args.steps,
-                                args.warmup, cpu)
+                                args.warmup, device)
     tokens = int(lengths.sum())
     return {k: {"train_tok_s": tokens / train[k], "infer_tok_s": tokens / infer[k],
                 "peak_mem_mb": memory[k]} for k in memory}
 
 
 def markdown(header: dict, rows: list[dict]) -> str:
+    tf_threads = (f", TensorFlow threads intra/inter {header['keras_threads']}"
+                  if header["backend"] == "tensorflow" else "")
     lines = [f"{header['model']}: B={header['batch']} T={header['seq']}, Keras "
-             f"{header['keras']} ({header['backend']}, TensorFlow threads intra/inter "
-             f"{header['keras_threads']}), torch {header['torch']} with {header['threads']} "
-             f"threads, {header['date']}. Load average before/after: "
+             f"{header['keras']} ({header['backend']}{tf_threads}), torch "
+             f"{header['torch']} with {header['threads']} "
+             f"threads, both on {header['device']}, {header['date']}. Load average before/after: "
              f"{header['loadavg_before']} / {header['loadavg_after']}. Ratios are birnn's "
              "tokens/s over Keras' (>1 = birnn faster), training (inference).", "",
              "| lengths | impl | train tok/s | infer tok/s | peak MB | birnn / Keras |",
@@ -196,12 +207,18 @@ def run(args: argparse.Namespace) -> int:
     except BirnnError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if any(type(layer).__name__ == "TextVectorization" for layer in model.layers):
+        print("error: --keras-model: the benchmark feeds token ids; time the model without "
+              "its TextVectorization layer", file=sys.stderr)
+        return 2
+    device = keras_device(keras, model)
+    module.to(device)
     vocab_size = module.embedding.num_embeddings
     masked = any(getattr(layer, "mask_zero", False) for layer in model.layers)
     rows = []
     for ragged in (False, True) if (args.ragged and masked) else (False,):
         ids, lengths = make_batch(vocab_size, args, ragged)
-        results = measure(keras, model, module, ids, lengths, args)
+        results = measure(keras, model, module, ids, lengths, args, device)
         label = "ragged" if ragged else "full"
         for impl in ("keras", "birnn"):
             rows.append({"lengths": label, "impl": impl, **results[impl]})
@@ -212,7 +229,8 @@ def run(args: argparse.Namespace) -> int:
               f"{rows[-1]['vs_keras_infer']:.2f}x inference", flush=True)
     header = {"model": str(args.keras_model), "keras": keras.__version__,
               "backend": keras.backend.backend(), "keras_threads": list(args.keras_threads),
-              "torch": torch.__version__, "threads": args.threads, "batch": args.batch,
+              "torch": torch.__version__, "threads": args.threads, "device": str(device),
+              "batch": args.batch,
               "seq": args.seq, "date": time.strftime("%Y-%m-%d"), "cpu": machine.cpu_name(),
               "loadavg_before": load_before, "loadavg_after": machine.loadavg(),
               "seconds": round(time.perf_counter() - started, 1)}
