@@ -2,7 +2,8 @@
 
 Batches are built by the data module of the checkpoint's task, set to the checkpoint's
 vocabularies (`SequenceDataModule.encode` and `collate`), so prediction reads text exactly
-as training did, and the labels come from the module's own `predict_step`.
+as training did, and the labels come from the module's own `predict_step`. Confidence scores
+(`scores=True`) come from `birnn.decoding` on the emissions, as the ONNX runner's do.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch
 
 from birnn.checkpoint import load_model
 from birnn.data import ClassificationDataModule, SequenceDataModule, TaggingDataModule
+from birnn.decoding import Lattice, decode
 from birnn.errors import ConfigError
 from birnn.models.base import BiRNNModule
 
@@ -85,9 +87,14 @@ class Predictor:
             yield {k: v.to(self.device) for k, v in batch.items()}
 
     @torch.inference_mode()
-    def predict(self, sentences: Sequence[Sequence[str]], batch_size: int = 256) -> list:
+    def predict(self, sentences: Sequence[Sequence[str]], batch_size: int = 256,
+                scores: bool = False) -> list:
         """Labels for each sentence, in order: a tag list (tagger) or `(label, probability)`
-        (sentence classifier)."""
+        (sentence classifier). With `scores`, a tagger gives `{"tags", "scores", "spans"}`
+        per sentence: each tag's marginal probability and each span's probability
+        (`birnn.decoding.Decoded.named`)."""
+        if scores and self.task == "tagging":
+            return self._scored(sentences, batch_size)
         empty = [] if self.task == "tagging" else (None, None)
         results: list = [empty] * len(sentences)
         for batch in self.batches(sentences, batch_size):
@@ -98,6 +105,18 @@ class Predictor:
             else:
                 for i, j, p in zip(out["index"], out["label"], out["probability"], strict=True):
                     results[i] = (self.labels[j], p)
+        return results
+
+    def _scored(self, sentences: Sequence[Sequence[str]], batch_size: int) -> list:
+        lattice = Lattice.of_tagger(self.model)  # the CRF's (constraints included) or none
+        results: list = [{"tags": [], "scores": [], "spans": []}] * len(sentences)
+        for batch in self.batches(sentences, batch_size):
+            emissions = self.model(batch["words"], batch["lengths"],
+                                   **self.model.features(batch))  # (B, T, labels)
+            decoded = decode(emissions.double().cpu().numpy(), batch["lengths"].cpu().numpy(),
+                             lattice, self.labels)
+            for i, sentence in zip(batch["index"].tolist(), decoded, strict=True):
+                results[i] = sentence.named(self.labels)
         return results
 
     def predict_text(self, lines: Sequence[str], batch_size: int = 256) -> list:

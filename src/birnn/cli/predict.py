@@ -8,12 +8,16 @@ automatically (`input_format=auto`), from a file or stdin (`input=-`). Output go
 stdout:
 
 - taggers: CoNLL columns (`token tag`, a blank line after every sentence) or JSONL
-  (`{"tokens": [...], "tags": [...]}`);
+  (`{"tokens": [...], "tags": [...], "scores": [...], "spans": [{"type", "start", "end",
+  "score"}]}`: each tag's and each span's probability, see `birnn.decoding`);
 - sentence classifiers: `label<TAB>probability<TAB>sentence` lines or JSONL
   (`{"tokens": [...], "label": ..., "probability": ...}`).
 
 One output sentence (or line, or record) per input sentence, in input order; an empty
 sentence gives an empty one.
+
+`ckpt` may also be an exported model (`model.onnx`, or the folder `export.py` wrote): it runs
+with ONNX Runtime (`birnn.export.runtime`) and gives the checkpoint's labels and scores.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from omegaconf import DictConfig
 
 from birnn.data.columns import DOCSTART, read_columns
 from birnn.errors import ConfigError, DataError
-from birnn.inference import Predictor
+from birnn.export.runtime import OnnxRunner, is_onnx
 
 log = logging.getLogger("birnn")
 
@@ -124,10 +128,12 @@ def write_predictions(out: IO[str], task: str, fmt: str, sentences: Iterable[Seq
     """Write one output sentence/line/record per input sentence (see the module docstring)."""
     for tokens, pred in zip(sentences, predictions, strict=True):
         if task == "tagging":
+            record = pred if isinstance(pred, dict) else {"tags": pred}  # with scores or not
             if fmt == "jsonl":
-                out.write(json.dumps({"tokens": list(tokens), "tags": pred},
+                out.write(json.dumps({"tokens": list(tokens), **record},
                                      ensure_ascii=False) + "\n")
             else:
+                pred = record["tags"]
                 out.writelines(f"{t} {tag}\n" for t, tag in zip(tokens, pred, strict=True))
                 out.write("\n")
         else:
@@ -161,11 +167,17 @@ def predict(cfg: DictConfig) -> dict:
     Returns a summary: sentences, tokens, input format, output format, seconds.
     """
     started = time.time()
-    predictor = Predictor.from_checkpoint(cfg.ckpt, device=cfg.get("device", "cpu"))
+    if is_onnx(cfg.ckpt):
+        predictor = OnnxRunner.from_path(cfg.ckpt)
+    else:  # imported here: an exported model needs neither the model code nor Lightning
+        from birnn.inference import Predictor
+
+        predictor = Predictor.from_checkpoint(cfg.ckpt, device=cfg.get("device", "cpu"))
     fmt = output_format(cfg.get("format", "auto"), predictor.task)
     sentences, input_format = read_sentences(str(cfg.input), cfg.get("input_format", "auto"),
                                              cfg.get("token_column", 0))
-    predictions = predictor.predict(sentences, batch_size=cfg.get("batch_size", 256))
+    predictions = predictor.predict(sentences, batch_size=cfg.get("batch_size", 256),
+                                    scores=fmt == "jsonl")
     output = cfg.get("output")
     if output in (None, "", "-"):
         write_predictions(sys.stdout, predictor.task, fmt, sentences, predictions)
