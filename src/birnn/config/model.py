@@ -25,6 +25,7 @@ class OptimizerSchema(PartialSchema):
     example: ClassVar[str] = "torch.optim.AdamW"
     supplied: ClassVar[tuple[str, ...]] = ("params",)
 
+    # typed where given; an absent key takes the target's own default, not these
     lr: Number(0, open_low=True) = 1e-3
     weight_decay: Number(0) = 0.0
     momentum: Number(0) = 0.0
@@ -43,6 +44,7 @@ class SchedulerSchema(PartialSchema):
     supplied: ClassVar[tuple[str, ...]] = ("optimizer", "total_steps")
     ours: ClassVar[tuple[str, ...]] = LIGHTNING_KEYS
 
+    # typed where given; an absent key takes the target's own default, not these
     monitor: OptionalText = None
     interval: Choice("step", "epoch", optional=True) = None
     shape: Choice(*SHAPES) = "cosine"
