@@ -401,6 +401,18 @@ def test_without_the_extra_the_error_says_how_to_install_it(monkeypatch):
         from_keras("model.keras")
 
 
+def test_the_cli_reports_a_refused_layer_in_one_line_and_writes_nothing(tmp_path, capsys):
+    model = sequential(L.Bidirectional(L.GRU(3, return_sequences=True, reset_after=False),
+                                       name="old_gru"), softmax_dense(2))
+    model.save(tmp_path / "m.keras")
+    (tmp_path / "labels.txt").write_text("O\nB-X\n")
+    assert convert_main([str(tmp_path / "m.keras"), str(tmp_path / "run"), "--labels",
+                         str(tmp_path / "labels.txt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: keras layer 'old_gru'") and "\n" not in err
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_missing_keras_model_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match="Keras model not found"):
         from_keras(tmp_path / "absent.keras")
