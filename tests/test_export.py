@@ -232,8 +232,15 @@ def test_onnx_tags_and_scores_equal_the_checkpoints(trained):
     run, export = trained
     assert {p.name for p in export.iterdir()} >= {"model.onnx", "vocabularies.json",
                                                   "labels.json"}
-    assert_runner_matches_predictor(OnnxRunner.from_path(export / "model.onnx"),
-                                    Predictor.from_checkpoint(run), sample_sentences())
+    predictor, sentences = Predictor.from_checkpoint(run), sample_sentences()
+    got = assert_runner_matches_predictor(OnnxRunner.from_path(export / "model.onnx"),
+                                          predictor, sentences)
+    # the checkpoint's own decoding (the PyTorch CRF's Viterbi) gives the same tags, and
+    # its scored predictions the same records
+    assert predictor.predict(sentences) == [r["tags"] for r in got]
+    for mine, theirs in zip(predictor.predict(sentences, scores=True), got, strict=True):
+        assert mine["tags"] == theirs["tags"]
+        np.testing.assert_allclose(mine["scores"], theirs["scores"], atol=1e-4)
 
 
 def test_the_runner_imports_neither_lightning_nor_the_model_code(trained):
@@ -264,6 +271,7 @@ def test_bad_export_requests_are_one_line_errors(trained, tmp_path):
 # -------------------------------------------------------- the commands of deployment.md
 
 
+@pytest.mark.slow  # four commands, each a fresh interpreter: about a minute
 def test_deployment_doc_commands_run(trained, tmp_path):
     run, _ = trained
     text = (ROOT / "docs" / "deployment.md").read_text()
