@@ -90,8 +90,8 @@ def _bad_file(tmp_path):
 
 
 BAD_INPUTS = [
-    (["encoder.merge=bogus"], "valid: concat, sum, mul, ave, none"),
-    (["encoder.cell=tree"], "valid: lstm, gru, rnn"),
+    (["encoder.merge=bogus"], "encoder.merge: must be one of concat, sum, mul, ave, none"),
+    (["encoder.cell=tree"], "encoder.cell: must be one of lstm, gru, rnn"),
     (["encoder.merge=[none,concat]"], "'none' is only allowed on the last layer"),
     (["encoder.cell=[gru,lstm,lstm]"], "3 entries"),
     (["encoder.hidden_size=[8,8,8]", "encoder.num_layers=2"], "3 entries"),
@@ -126,5 +126,5 @@ def test_command_line_error_exit_code(tmp_path):
         capture_output=True, text=True, cwd=tmp_path, timeout=120,
     )
     assert result.returncode == 2
-    assert "error: encoder.merge: unknown mode 'bogus'" in result.stderr
+    assert "error: encoder.merge: must be one of concat, sum, mul, ave, none" in result.stderr
     assert "Traceback" not in result.stderr
