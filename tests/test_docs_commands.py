@@ -298,7 +298,9 @@ def test_command(command: Command, request):
     elif argv[:2] == ["python", "evaluate.py"]:
         tmp = request.getfixturevalue("workdir")
         out = tmp / f"evaluate{command.line}"
-        run_script("evaluate.py", [*substitute(argv[2:], tmp), f"hydra.run.dir={out}"])
+        shrink = ("+trainer.limit_test_batches=2", "trainer.enable_progress_bar=false")
+        run_script("evaluate.py", without_keys(substitute(argv[2:], tmp),
+                                               (*shrink, f"hydra.run.dir={out}")))
         assert "test" in json.loads((out / "metrics.json").read_text())
     elif argv[:2] == ["python", "predict.py"]:
         tmp = request.getfixturevalue("workdir")
@@ -320,6 +322,16 @@ def test_wandb_sweep_file_composes():
         compose_check(job)
     metric = sweep["metric"]["name"].removeprefix("best/")
     assert metric == compose_check([])["monitor"], "the sweep optimises another score"
+
+
+def test_links_resolve():
+    """Every relative link and image of the pages names a file or folder of the repository."""
+    broken = []
+    for page in PAGES:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+            if not re.match(r"[a-z]+:", target) and not (page.parent / target).exists():
+                broken.append(f"{page.relative_to(ROOT)}: {target}")
+    assert not broken, broken
 
 
 @pytest.mark.parametrize("block", PYTHON_BLOCKS, ids=lambda b: f"{b.page}:{b.line}")
