@@ -210,17 +210,15 @@ def _span_log_prob(emissions: np.ndarray, n: int, alpha: np.ndarray, beta: np.nd
     trans = lattice.transitions
     if not 0 <= start < end <= n or (end - start > 1 and inside is None):
         return -np.inf  # no path holds it
-    # the chunk's end: the sentence ends, or the next label is anything but I-X
-    if end == n:
-        closing = lambda last: lattice.end[last]  # noqa: E731
-    else:
-        keep = np.ones(trans.shape[0], dtype=bool)
-        if inside is not None:
-            keep[inside] = False
-        follow = emissions[end] + beta[end]
+    not_inside = np.ones(trans.shape[0], dtype=bool)
+    if inside is not None:
+        not_inside[inside] = False
 
-        def closing(last: int) -> float:
-            return _logsumexp((trans[last] + follow)[keep], axis=0)
+    def closing(last: int) -> float:
+        # the chunk's end: the sentence ends, or the next label is anything but I-X
+        if end == n:
+            return lattice.end[last]
+        return _logsumexp((trans[last] + emissions[end] + beta[end])[not_inside], axis=0)
 
     terms = []
     # the chunk starts with B-X after anything, or with I-X after anything but B-X/I-X

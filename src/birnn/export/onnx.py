@@ -146,6 +146,7 @@ def export_onnx(model: nn.Module, vocabularies: dict, folder: str | Path,
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         # the RNN ops' initial states are zeros of the traced batch size, read from the input
         warnings.filterwarnings("ignore", message=".*batch_size other than 1.*")
+        # (and its indices, positions and lengths - 1, are never the negative ones it warns of)
         warnings.filterwarnings("ignore", message=".*advanced indexing.*")
         torch.onnx.export(wrapped, args, str(path), input_names=names, output_names=[output],
                           dynamic_axes={k: v for k, v in axes.items() if k in [*names, output]},
