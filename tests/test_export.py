@@ -243,6 +243,35 @@ def test_onnx_tags_and_scores_equal_the_checkpoints(trained):
         np.testing.assert_allclose(mine["scores"], theirs["scores"], atol=1e-4)
 
 
+def test_evaluate_reports_the_calibration_of_the_token_scores(trained, tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from birnn.cli.evaluate import evaluate
+    from birnn.data import read_column_file
+    from birnn.inference import Predictor
+
+    run, _ = trained
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("evaluate", overrides=[f"ckpt={run}", f"paths.output_dir={tmp_path}",
+                                             "trainer.enable_progress_bar=false"])
+    result = evaluate(cfg)
+    assert (tmp_path / "test_calibration.png").read_bytes()[:4] == b"\x89PNG"
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["calibration"] == result["calibration"]
+
+    # by hand: each test token's predicted tag and its score, 10 equal bins
+    gold = list(read_column_file(SAMPLE_NER / "test.txt"))
+    scored = Predictor.from_checkpoint(run).predict([g["tokens"] for g in gold], scores=True)
+    bins = [[] for _ in range(10)]
+    for g, p in zip(gold, scored, strict=True):
+        for tag, want, score in zip(p["tags"], g["tags"], p["scores"], strict=True):
+            bins[min(max(int(np.ceil(score * 10)) - 1, 0), 9)].append((score, tag == want))
+    total = sum(len(b) for b in bins)
+    ece = sum(len(b) / total * abs(np.mean([c for _, c in b]) - np.mean([s for s, _ in b]))
+              for b in bins if b)
+    assert result["calibration"]["ece"] == pytest.approx(ece, abs=1e-6)
+
+
 def test_the_runner_imports_neither_lightning_nor_the_model_code(trained):
     _, export = trained
     code = ("import sys, json\n"

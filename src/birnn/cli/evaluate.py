@@ -24,6 +24,7 @@ from birnn.cli.report import predict_split, print_scores, write_predictions
 from birnn.config.train import validate_data
 from birnn.data.datamodule import SPLITS, SequenceDataModule
 from birnn.errors import ConfigError, DataError
+from birnn.metrics.calibration import BINS, calibration
 
 log = logging.getLogger("birnn")
 
@@ -100,6 +101,10 @@ def evaluate(cfg: DictConfig) -> dict:
     scores = {k.removeprefix("test/"): float(v) for k, v in results.items()}
     metrics = {"checkpoint": str(ckpt), "data": datamodule.source, "split": split,
                split: scores}
+    if trainer.is_global_zero:  # the confidence scores' calibration, and its chart
+        chart = out / f"{split}_calibration.png"
+        ece = calibration(model, datamodule.eval_dataloader(split), chart)
+        metrics["calibration"] = {"ece": ece, "bins": BINS, "chart": chart.name}
     # every process predicts (a collective call under DDP); the first one writes
     predictions = predict_split(trainer, model, datamodule, split) \
         if cfg.get("predictions", True) else None
