@@ -12,6 +12,7 @@ option stands for.
 
 from __future__ import annotations
 
+import copy
 import gzip
 import logging
 import math
@@ -34,8 +35,6 @@ from birnn.models import TokenTagger
 from birnn.models.pretrained import init_embedding, read_vectors
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
-OPTIMIZER_CLASSES = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
-                     "sgd": torch.optim.SGD}
 LENGTHS = [5, 1, 7, 3]  # unsorted, with a length-1 sequence and a full-length one
 T = 7
 LABELS = ["O", "B-X", "I-X"]
@@ -656,37 +655,42 @@ def test_plateau_scheduler(tmp_path):
     assert optimizer.param_groups[0]["lr"] == pytest.approx(base * factor)
 
 
-@pytest.mark.parametrize("optimizer", [
-    {"name": "adam", "lr": 0.01, "weight_decay": 0.1},
-    {"name": "adamw", "lr": 0.01, "weight_decay": 0.1},
-    {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 0.01},
-])
-def test_fused_optimizer_matches_the_reference_loop(optimizer):
-    """The default fused update against PyTorch's per-parameter loop (`foreach=False`, the
-    reference implementation), from the same weights and gradients, over three steps."""
-    model = tagger(optimizer=dict(optimizer))
+@pytest.mark.parametrize(("overrides", "reference"), [
+    (["model/optimizer=adam", "model.optimizer.lr=0.01", "model.optimizer.weight_decay=0.1"],
+     lambda params: torch.optim.Adam(params, lr=0.01, weight_decay=0.1, foreach=False)),
+    (["model/optimizer=adamw", "model.optimizer.lr=0.01", "model.optimizer.weight_decay=0.1"],
+     lambda params: torch.optim.AdamW(params, lr=0.01, weight_decay=0.1, foreach=False)),
+    (["model/optimizer=sgd", "model.optimizer.lr=0.1", "model.optimizer.momentum=0.9",
+      "model.optimizer.weight_decay=0.01"],
+     lambda params: torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=0.01,
+                                    foreach=False)),
+], ids=["adam", "adamw", "sgd"])
+def test_fused_optimizer_matches_the_reference_loop(tmp_path, overrides, reference):
+    """The optimizer a config names, fused by default, against PyTorch's per-parameter loop
+    (`foreach=False`, the reference implementation) with the hyper-parameters written here,
+    from the same weights and gradients, over three steps."""
+    _, model = build_model(corpus_config(tmp_path, *overrides))
     fused = model.configure_optimizers()
     assert fused.defaults["fused"] is True
-    twin = tagger(optimizer=dict(optimizer))
-    twin.load_state_dict(model.state_dict())
-    cfg = {k: v for k, v in optimizer.items() if k != "name"}
-    reference = OPTIMIZER_CLASSES[optimizer["name"]](twin.parameters(), foreach=False, **cfg)
-    start = model.embedding.weight.detach().clone()
+    twin = copy.deepcopy(model)
+    looped = reference(list(twin.parameters()))
+    start = [p.detach().clone() for p in model.parameters()]
     for step in range(3):
         for m in (model, twin):
             torch.manual_seed(step)
             for p in m.parameters():
                 p.grad = torch.randn_like(p)
         fused.step()
-        reference.step()
+        looped.step()
     for (name, got), want in zip(model.named_parameters(), twin.parameters(), strict=True):
         torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5, msg=name)
-    assert (model.embedding.weight - start).abs().min() > 0  # every weight was updated
+    for p, before in zip(model.parameters(), start, strict=True):
+        assert not torch.equal(p, before)  # every tensor was updated
 
 
-def test_fused_optimizer_can_be_turned_off():
-    off = tagger(optimizer={"name": "adam", "lr": 0.01, "fused": False}).configure_optimizers()
-    assert not off.defaults["fused"]
+def test_fused_optimizer_can_be_turned_off(tmp_path):
+    _, model = build_model(corpus_config(tmp_path, "model.optimizer.fused=false"))
+    assert not model.configure_optimizers().defaults["fused"]
 
 
 @pytest.mark.parametrize("algorithm", ["norm", "value"])
