@@ -1,4 +1,6 @@
-"""scripts/summarize_sweep.py on a fake Hydra multirun folder (no training involved)."""
+"""The sweep summary (`birnn.sweeps`, `scripts/summarize_sweep.py`) on a fake Hydra multirun
+folder (no training involved): every expected value is computed here from the job files the
+test writes."""
 
 from __future__ import annotations
 
@@ -10,6 +12,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from matplotlib.collections import LineCollection
+
+from birnn import sweeps
+from birnn.sweeps.jobs import group_key
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "summarize_sweep.py"
@@ -24,7 +30,7 @@ def _load_script():
     return module
 
 
-summarize = _load_script()
+summarize = _load_script()  # the entry point: its `main`
 
 # job number -> (merge, cell, val f1, test f1, training tokens/s, parameters, wall time)
 FINISHED = {
@@ -96,10 +102,14 @@ def test_a_job_without_metrics_or_error_is_unfinished_not_failed(sweep, tmp_path
     rows = {int(r[0]): r for r in _job_rows(md)}
     assert rows[FAILED][7] == f"failed: {ERROR}"
     assert rows[unfinished][7].startswith("unfinished: no metrics.json")
-    jobs = {j["job"]: j for j in summarize.load_jobs(sweep)}
-    assert jobs[unfinished]["unfinished"] and not jobs[FAILED]["unfinished"]
-    record = summarize.aggregate(list(jobs.values()))
-    assert (record["n"], record["failed"], record["unfinished"]) == (4, 1, 1)
+    jobs = sweeps.load_jobs(sweep).set_index("job")
+    assert jobs.loc[unfinished, "unfinished"] and not jobs.loc[FAILED, "unfinished"]
+    # the unfinished job has job 0's overrides: one group, counted apart from its finished job
+    groups = sweeps.seed_groups(sweeps.load_jobs(sweep))
+    concat_lstm = groups[(groups["merge"] == "concat") & (groups["cell"] == "lstm")]
+    assert concat_lstm[["n", "failed", "unfinished"]].values.tolist() == [[1, 0, 1]]
+    seed_rows = {row[0]: row for row in _tables(_section(md, "Mean over seeds"))[0][1:]}
+    assert seed_rows["encoder.merge=concat encoder.cell=lstm"][2] == "0 (+1 unfinished)"
 
 
 def _tables(md: str) -> list[list[list[str]]]:
@@ -158,9 +168,9 @@ def test_out_option(sweep: Path, tmp_path: Path) -> None:
 
 
 def test_load_jobs_records(sweep: Path) -> None:
-    jobs = summarize.load_jobs(sweep)
-    assert [j["job"] for j in jobs] == EXPECTED_ORDER
-    best, failed = jobs[0], jobs[-1]
+    jobs = sweeps.load_jobs(sweep)
+    assert jobs["job"].tolist() == EXPECTED_ORDER
+    best, failed = jobs.iloc[0], jobs.iloc[-1]
     assert (best["merge"], best["cell"], best["ok"], best["val"]) == ("concat", "gru", True, 0.93)
     assert (failed["ok"], failed["error"], failed["merge"]) == (False, ERROR, "bogus")
 
@@ -171,16 +181,16 @@ def test_traceback_and_min_mode(sweep: Path) -> None:
     for job in FINISHED:
         config = sweep / str(job) / "config.yaml"
         config.write_text(config.read_text().replace("monitor_mode: max", "monitor_mode: min"))
-    jobs = summarize.load_jobs(sweep)
-    assert [j["job"] for j in jobs] == [3, 0, 2, 1, FAILED]
-    assert jobs[-1]["error"] == "ValueError: boom"
+    jobs = sweeps.load_jobs(sweep)
+    assert jobs["job"].tolist() == [3, 0, 2, 1, FAILED]
+    assert jobs.iloc[-1]["error"] == "ValueError: boom"
 
 
 def test_per_layer_lists_are_labelled_by_their_string(sweep: Path) -> None:
     config = sweep / "0" / "config.yaml"
     config.write_text(config.read_text().replace("merge: concat", "merge: [concat, sum]")
                       .replace("cell: lstm", "cell: [gru, lstm]"))
-    job = next(j for j in summarize.load_jobs(sweep) if j["job"] == 0)
+    job = sweeps.load_jobs(sweep).set_index("job").loc[0]
     assert (job["merge"], job["cell"]) == ("[concat, sum]", "[gru, lstm]")
     assert summarize.main([str(sweep)]) == 0
     assert (sweep / "summary.png").read_bytes()[:8] == PNG_MAGIC
@@ -284,20 +294,19 @@ def seed_sweep(tmp_path: Path) -> tuple[Path, dict]:
 
 
 def test_group_key_drops_only_seed() -> None:
-    job = {"overrides": ["encoder.merge=sum", "+seed=3", "seed_offset=1", "++seed=4",
-                         "encoder.cell=gru"]}
-    assert summarize.group_key(job) == ("encoder.merge=sum", "seed_offset=1", "encoder.cell=gru")
+    overrides = ["encoder.merge=sum", "+seed=3", "seed_offset=1", "++seed=4", "encoder.cell=gru"]
+    assert group_key(overrides) == ("encoder.merge=sum", "seed_offset=1", "encoder.cell=gru")
 
 
 def test_seed_groups_statistics(seed_sweep) -> None:
     root, expected = seed_sweep
-    groups = summarize.seed_groups(summarize.load_jobs(root))
+    groups = sweeps.seed_groups(sweeps.load_jobs(root))
     assert len(groups) == len(SEED_MERGES) * len(SEED_CELLS)
-    by_cell = {(g["merge"], g["cell"]): g for g in groups}
+    by_cell = {(g["merge"], g["cell"]): g for _, g in groups.iterrows()}
     assert set(by_cell) == set(expected)
     for key, want in expected.items():
         group = by_cell[key]
-        assert group["overrides"] == [f"encoder.merge={key[0]}", f"encoder.cell={key[1]}"]
+        assert group["group"] == (f"encoder.merge={key[0]}", f"encoder.cell={key[1]}")
         assert group["jobs"] == want["jobs"]
         assert (group["n"], group["failed"]) == (len(want["val"]), want["failed"])
         for name, values in (("val", want["val"]), ("test", want["test"]),
@@ -307,7 +316,7 @@ def test_seed_groups_statistics(seed_sweep) -> None:
         assert group["wall_mean"] == pytest.approx(statistics.mean(want["wall"]))
     failed = by_cell[("mul", "gru")]
     assert (failed["n"], failed["failed"]) == (2, 1)
-    means = [g["val_mean"] for g in groups]
+    means = groups["val_mean"].tolist()
     assert means == sorted(means, reverse=True)
 
 
@@ -357,7 +366,7 @@ def test_pivot_order_and_cells(seed_sweep, capsys) -> None:
 def test_pivot_raw_scores_for_other_metrics(tmp_path: Path) -> None:
     root = tmp_path / "sweep"
     expected = _make_seed_sweep(root, monitor="val/loss")
-    scores = _tables(_section(summarize.markdown(summarize.load_jobs(root), root),
+    scores = _tables(_section(sweeps.markdown(sweeps.load_jobs(root), root),
                               "Merge mode × cell"))[0]
     want = expected[("concat", "lstm")]
     assert scores[1][:2] == ["concat", f"{_pm(want['val'], '.4f')} / {_pm(want['test'], '.4f')}"]
@@ -367,7 +376,7 @@ def test_pivot_skipped_when_another_override_varies(tmp_path: Path) -> None:
     root = tmp_path / "sweep"
     _make_seed_sweep(root, extra={("sum", "gru"): ("encoder.hidden_size=64",),
                                   ("ave", "lstm"): ("trainer.max_epochs=3",)})
-    md = summarize.markdown(summarize.load_jobs(root), root)
+    md = sweeps.markdown(sweeps.load_jobs(root), root)
     section = _section(md, "Merge mode × cell")
     assert _tables(section) == []
     lines = [line for line in section.splitlines()[1:] if line.strip()]
@@ -382,14 +391,14 @@ def test_pivot_skipped_when_only_seed_varies(tmp_path: Path) -> None:
     for seed in SEEDS:
         _write_job(root / str(seed), "sum", "lstm", (f"seed={seed}",))
         _write_metrics(root / str(seed), *_seed_value("sum", "lstm", seed)[:3], 1000, 30.0)
-    md = summarize.markdown(summarize.load_jobs(root), root)
+    md = sweeps.markdown(sweeps.load_jobs(root), root)
     assert len(_tables(_section(md, "Mean over seeds"))[0]) == 2  # header + one group
     section = _section(md, "Merge mode × cell")
     assert _tables(section) == [] and "neither" in section
 
 
 def test_single_seed_groups_and_failed_only_cells(sweep: Path) -> None:
-    md = summarize.markdown(summarize.load_jobs(sweep), sweep)
+    md = sweeps.markdown(sweeps.load_jobs(sweep), sweep)
     rows = {row[0]: row[1:] for row in _tables(_section(md, "Mean over seeds"))[0][1:]}
     merge, cell, val, test, rate, _, wall = FINISHED[0]
     assert rows[f"encoder.merge={merge} encoder.cell={cell}"] == [
@@ -409,5 +418,63 @@ def test_named_job_folders_of_multiruns_sharing_a_sweep_folder(tmp_path: Path) -
         _write_job(job, "sum", "lstm", (f"seed={seed}",))
         _write_metrics(job, val, val - 0.1, 1000.0, 10, 5.0)
     (tmp_path / "notes").mkdir()  # not a job: no .hydra/overrides.yaml
-    jobs = summarize.load_jobs(tmp_path)
-    assert sorted(j["val"] for j in jobs) == [0.8, 0.9]
+    jobs = sweeps.load_jobs(tmp_path)
+    assert sorted(jobs["val"]) == [0.8, 0.9]
+
+
+# --------------------------------------------------------------------------- chart
+
+
+def _drawn(fig) -> list[dict]:
+    """What the chart's axes hold: per errorbar container its point, marker, colour and the
+    lengths of its vertical and horizontal bars (None where it has none)."""
+    (ax, *_legends) = fig.axes
+    drawn = []
+    for container in ax.containers:
+        line, _caps, bars = container.lines
+        (x, y), = line.get_xydata()
+        spans = {"x": None, "y": None}
+        for collection in bars:
+            assert isinstance(collection, LineCollection)
+            (start, end), = collection.get_segments()
+            axis = "y" if start[0] == end[0] else "x"
+            spans[axis] = abs(end[1] - start[1]) if axis == "y" else abs(end[0] - start[0])
+        drawn.append({"x": x, "y": y, "marker": line.get_marker(), "colour": line.get_color(),
+                      "xbar": spans["x"], "ybar": spans["y"]})
+    return drawn
+
+
+def test_chart_has_one_point_per_seed_group_with_std_bars(seed_sweep) -> None:
+    root, expected = seed_sweep
+    fig = sweeps.draw_chart(sweeps.load_jobs(root), root)
+    drawn = _drawn(fig)
+    assert len(drawn) == len(expected)  # 24 jobs, 8 groups: one point each
+    labels = [t.get_text() for t in fig.axes[0].texts]
+    assert len(labels) == len(expected)
+    markers, colours = {}, {}
+    for (merge, cell), want in expected.items():
+        x, y = statistics.mean(want["rate"]), statistics.mean(want["test"])
+        (point,) = [d for d in drawn
+                    if d["x"] == pytest.approx(x) and d["y"] == pytest.approx(y)]
+        # a bar spans mean ± one sample std: twice the std long
+        assert point["ybar"] == pytest.approx(2 * statistics.stdev(want["test"]))
+        assert point["xbar"] == pytest.approx(2 * statistics.stdev(want["rate"]))
+        markers.setdefault(merge, set()).add(point["marker"])
+        colours.setdefault(cell, set()).add(point["colour"])
+        n = len(want["val"])
+        assert (f"{merge} {cell}" + ("" if n == len(SEEDS) else f" (n={n})")) in labels
+    assert all(len(m) == 1 for m in markers.values()) and all(
+        len(c) == 1 for c in colours.values())  # one style per merge mode, one per cell
+    assert len(set().union(*markers.values())) == len(SEED_MERGES)
+    assert len(set().union(*colours.values())) == len(SEED_CELLS)
+    fig.clf()
+
+
+def test_chart_single_seed_groups_have_no_bars_and_failed_ones_no_point(sweep) -> None:
+    fig = sweeps.draw_chart(sweeps.load_jobs(sweep), sweep)
+    drawn = _drawn(fig)
+    assert sorted((d["x"], d["y"]) for d in drawn) == sorted(
+        (rate, test) for _, _, _, test, rate, _, _ in FINISHED.values())
+    assert all(d["xbar"] is None and d["ybar"] is None for d in drawn)
+    assert "1 job not shown" in fig.axes[0].get_title()
+    fig.clf()
