@@ -805,3 +805,41 @@ def test_onnx_export_takes_any_lengths(tmp_path):
         outputs, final = model(x, lengths)
     for g, want in zip(got, (*outputs, *final), strict=True):
         torch.testing.assert_close(torch.from_numpy(g), want, atol=ATOL, rtol=0)
+
+
+def test_every_plan_keeps_the_layout_promises():
+    """Over every option, device, gradient mode, batch length and raggedness: a plan packs
+    only ragged batches, never packs and reverses at once, gives birnn's recurrence to GRU
+    layers only, and runs padded (reversed) whenever a layer's strategy needs it."""
+    import itertools
+
+    from birnn.encoder import policy
+
+    stacks = [["lstm", "lstm"], ["gru", "gru"], ["gru", "lstm"], ["rnn", "rnn"]]
+    for cells, ragged_opt, gru, directions in itertools.product(
+            stacks, ("auto", "pack", "reverse"), ("auto", "torch", "birnn"),
+            ("auto", "serial", "concurrent")):
+        if ragged_opt == "pack" and (gru == "birnn" or directions == "concurrent"):
+            continue  # refused by the schema
+        model = BiRNN(INPUT, 4, cells, ragged=ragged_opt, gru=gru, directions=directions)
+        for device, grad, steps, ragged in itertools.product(
+                ("cpu", "cuda"), (True, False), (5, 40), (True, False)):
+            with torch.set_grad_enabled(grad):
+                plan = model.plan(torch.device(device), steps, ragged)
+            assert not (plan.pack and plan.reverse)
+            assert not plan.pack or ragged
+            if plan.fused:
+                assert model.fusable and device == "cuda" and plan.layers == ()
+                continue
+            assert len(plan.layers) == len(cells)
+            for cell, strategy in zip(cells, plan.layers, strict=True):
+                assert strategy in policy.STRATEGIES
+                assert strategy != "birnn_gru" or cell == "gru"
+                assert strategy == "joint" or plan.reverse
+                assert strategy != "concurrent" or (device == "cpu" and grad)
+            if ragged and ragged_opt == "pack":
+                assert plan.pack
+            if ragged and ragged_opt == "reverse":
+                assert plan.reverse
+            if gru == "torch" or "gru" not in cells:
+                assert "birnn_gru" not in plan.layers
