@@ -129,7 +129,8 @@ def test_predict_plain_text_and_jsonl(tagger, tmp_path, capsys):
     assert summary["input_format"] == "text"
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(records) == len(lines)
-    assert records[5] == records[6] == {"tokens": [], "tags": []}
+    for empty in records[5:7]:  # (confidence fields beside them are tested elsewhere)
+        assert empty["tokens"] == empty["tags"] == []
     del records[5:7]
     assert [r["tokens"] for r in records] == [s["tokens"] for s in gold]
     assert [r["tags"] for r in records] == reference
