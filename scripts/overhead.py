@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("BIRNN_ROOT", str(ROOT))
 
 from birnn.cli.build import make_callbacks, make_datamodule, make_model, make_trainer  # noqa: E402
+from birnn.config.optim import PLATEAU, scheduler_config  # noqa: E402
 
 PHASES = ("data", "features", "encoder forward", "head + loss", "backward",
           "clip + optimizer step")  # features: embeddings, word dropout, chars, casing
@@ -124,8 +125,8 @@ def lightning_loop(cfg, datamodule, epochs: int, out: Path) -> float:
     trainer = make_trainer(cfg, callbacks, [], max_epochs=epochs, limit_val_batches=0,
                            enable_checkpointing=False, enable_progress_bar=False,
                            default_root_dir=str(out))
-    if cfg.model.get("scheduler", {}).get("name") == "plateau":
-        model.scheduler_cfg = {**model.scheduler_cfg, "name": "none"}  # it needs validation
+    if (scheduler_config(model.scheduler_cfg) or {}).get("_target_") == PLATEAU:
+        model.scheduler_cfg = None  # it steps on a validation score
     start = time.perf_counter()
     trainer.fit(model, train_dataloaders=datamodule.train_dataloader())
     return epochs * tokens_in(datamodule) / (time.perf_counter() - start)

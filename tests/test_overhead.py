@@ -134,9 +134,6 @@ def test_command_line_profile(overhead, capsys, corpus):
     assert "over 2 steps" in out and "Self CPU" in out  # the operator table
 
 
-@pytest.mark.xfail(strict=True, raises=Exception, reason=(
-    "lightning_loop leaves out a plateau schedule only in the name-based config form "
-    "(`scheduler.name`), not the `_target_` form the configs now use"))
 def test_command_line_ratio(overhead, capsys, corpus):
     """The ratio from the command line with the CoNLL-2003 experiment, whose plateau schedule
     the Lightning loop (no validation) must leave out."""
