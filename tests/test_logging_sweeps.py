@@ -214,7 +214,7 @@ def test_sweep_goes_on_after_a_failed_job(tmp_path):
     failed, ok = _jobs(sweep)
     assert not (failed / "metrics.json").exists()
     error = (failed / "error.txt").read_text()
-    assert "encoder.merge: unknown mode 'bogus'" in error
+    assert "encoder.merge: must be one of concat, sum, mul, ave, none" in error
     assert json.loads((ok / "metrics.json").read_text())["val"]["f1"] >= 0
     assert not (ok / "error.txt").exists()
     assert "job 0 failed" in result.stdout + result.stderr
@@ -229,7 +229,7 @@ def test_sweep_goes_on_after_a_failed_job(tmp_path):
     rows = _table_rows((sweep / "summary.md").read_text())
     assert len(rows) == 2
     assert rows[0].rstrip(" |").endswith("ok")
-    assert "failed: encoder.merge: unknown mode 'bogus'" in rows[1]
+    assert "failed: encoder.merge: must be one of concat, sum, mul, ave, none" in rows[1]
 
 
 def test_optuna_search(tmp_path):
