@@ -122,8 +122,10 @@ def lightning_loop(cfg, datamodule, epochs: int, out: Path) -> float:
     model = new_model(cfg, datamodule)
     callbacks = [c for c in make_callbacks(cfg, out)
                  if not isinstance(c, (ModelCheckpoint, EarlyStopping))]  # they need validation
+    # RunSafety stays (it writes last.ckpt each epoch, as in training): as a Checkpoint it
+    # also keeps Lightning from adding a ModelCheckpoint of its own
     trainer = make_trainer(cfg, callbacks, [], max_epochs=epochs, limit_val_batches=0,
-                           enable_checkpointing=False, enable_progress_bar=False,
+                           enable_progress_bar=False,
                            default_root_dir=str(out))
     if (scheduler_config(model.scheduler_cfg) or {}).get("_target_") == PLATEAU:
         model.scheduler_cfg = None  # it steps on a validation score

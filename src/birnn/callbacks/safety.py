@@ -11,10 +11,10 @@ import tempfile
 import threading
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from birnn.errors import BirnnError
@@ -54,11 +54,13 @@ def _umask() -> int:
     return mask
 
 
-class RunSafety(L.Callback):
+class RunSafety(Checkpoint):
     """Keep `last.ckpt` current and a run resumable.
 
-    - writes `last.ckpt` at every epoch end (after validation, so it holds the best-score
-      state too) and, when set, every `every_n_train_steps` training steps;
+    - writes `last.ckpt` at every epoch end and, when set, every `every_n_train_steps`
+      training steps. It is a `Checkpoint`, which Lightning calls after the other callbacks:
+      at an epoch end the best checkpoint and early stopping have seen the epoch's score
+      before `last.ckpt` is written, so a resumed run knows the best score so far;
     - on SIGTERM (Lightning stops after the current batch) writes `last.ckpt` before exiting;
       a SIGTERM that arrives while a training run validates takes effect when the validation
       is complete (else the checkpoint would hold an epoch whose validation a resumed run

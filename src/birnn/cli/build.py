@@ -77,6 +77,9 @@ def make_callbacks(cfg: DictConfig, out: Path) -> list[L.Callback]:
     callbacks = [instantiate(c) for c in entries.values()]
     if not any(isinstance(c, RunSafety) for c in callbacks):
         callbacks.append(RunSafety(str(out / "checkpoints" / "last.ckpt")))
+    # Lightning runs checkpoint callbacks last, in list order: RunSafety after the best
+    # checkpoint's, so last.ckpt holds this epoch's best score (and early stopping's count)
+    callbacks.sort(key=lambda c: isinstance(c, RunSafety))
     log.info("callbacks: %s", ", ".join(type(c).__name__ for c in callbacks))
     return callbacks
 

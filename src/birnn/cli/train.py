@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
@@ -81,8 +82,8 @@ def train(cfg: DictConfig) -> dict:
         log.error("stopped by SIGTERM; continue with `python train.py resume=true "
                   "hydra.run.dir=%s` (same overrides)", out)
         sys.exit(EXIT_SIGTERM)
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    best = best or None
+    best = next((c.best_model_path for c in trainer.checkpoint_callbacks
+                 if isinstance(c, ModelCheckpoint)), "") or None
     val = trainer.validate(model, datamodule=datamodule, ckpt_path=best, weights_only=True,
                            verbose=False)[0]
     test = trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=True,
