@@ -5,6 +5,7 @@ raises `ConfigError` naming its full key (``data.batch_size: must be an integer 
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -53,10 +54,11 @@ def validate(cfg: DictConfig) -> TrainSchema:
     top = check(TrainSchema, values)
     # the model first: data.chars interpolates model.char.kind, whose bad value would
     # otherwise be reported under data.chars
-    model_schema = _schema_for(values["model"], "model", {
-        "birnn.models.TokenTagger": TaggerSchema,
-        "birnn.models.SentenceClassifier": ClassifierSchema})
-    check(model_schema, values["model"], "model")
+    models = {"birnn.models.TokenTagger": TaggerSchema,
+              "birnn.models.SentenceClassifier": ClassifierSchema}
+    model_schema = _schema_for(values["model"], "model", models)
+    base = next(path for path, schema in models.items() if schema is model_schema)
+    check(model_schema, _base_keys(values["model"], base), "model")
     data_schema = type(validate_data(values["data"]))
     for group, schema in (("data", data_schema), ("model", model_schema)):
         if schema.task != top.task:
@@ -94,6 +96,15 @@ def _target(entry: Any, key: str):
         return locate(entry["_target_"])
     except ImportError:
         raise ConfigError(f"{key}._target_: cannot import {entry['_target_']!r}") from None
+
+
+def _base_keys(entry: dict, base: str) -> dict:
+    """`entry` less the arguments that a subclass's constructor adds to those of the class
+    `base` (a user's model subclass checks its own extra arguments)."""
+    def arguments(cls) -> set[str]:
+        return set(inspect.signature(cls.__init__).parameters)
+    added = arguments(locate(entry["_target_"])) - arguments(locate(base))
+    return {k: v for k, v in entry.items() if k not in added}
 
 
 def _schema_for(entry: Any, key: str, schemas: dict[str, type[Schema]]):
