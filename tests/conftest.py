@@ -9,6 +9,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from birnn.hardware import cpu_supports_bf16
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_NER = ROOT / "data" / "sample_ner"
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -20,6 +22,13 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 # Quiet, CPU-only, no experiment logger: the parts tests add to every config.
 TEST_OVERRIDES = ("logger=none", "callbacks.progress_bar=null", "trainer.enable_progress_bar=false")
+
+
+# bf16 autocast on CPU needs oneDNN's bf16 kernels (birnn.hardware): PyTorch's LSTM fails
+# under it on a CPU without them, and the config check refuses bf16 there
+needs_cpu_bf16 = pytest.mark.skipif(not cpu_supports_bf16(),
+                                    reason="this CPU has no oneDNN bf16 kernels")
+CPU_PRECISION = "bf16-mixed" if cpu_supports_bf16() else "32-true"
 
 
 def make_config(tmp_path: Path, *overrides: str, config_name: str = "train",

@@ -19,9 +19,11 @@ import pytest
 import torch
 
 from birnn.bench import cli
+from birnn.bench import grid as grid_module
 from birnn.bench.cases import candidates
 from birnn.bench.grid import Config, make_batch
 from birnn.bench.keras_peer import add_keras_ratios, keras_markdown
+from birnn.hardware import cpu_supports_bf16
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "benchmark.py"
@@ -36,6 +38,9 @@ NUMBERS = (
     "infer_gflops", "train_frac_matmul", "infer_frac_matmul",
 )  # fmt: skip
 RATIOS = ("vs_layered_loop", "vs_layered_loop_infer", "vs_fused", "vs_fused_infer")
+# bf16 on CPU runs where oneDNN has bf16 kernels; elsewhere the run leaves it out
+PRECS = {"fp32", "bf16"} if cpu_supports_bf16() else {"fp32"}
+CONFIGS = 2 * 2 * 2 * len(PRECS) * 2  # cells x merges x layers x precisions x lengths
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +62,22 @@ def test_files_and_stdout(run):
     assert (out / "results.png").stat().st_size > 0
     md = (out / "results.md").read_text()
     assert "| train tok/s |" in md and "vs layered loop" in md
-    assert "[1/32]" in stdout and "[32/32]" in stdout  # one progress line per configuration
+    # one progress line per configuration
+    assert "[1/" in stdout and f"[{CONFIGS}/{CONFIGS}]" in stdout
     assert "| cell | merge |" in stdout  # the table is printed at the end
     assert "Tagger training step" in stdout
+
+
+def test_bf16_is_left_out_on_a_cpu_without_its_kernels(monkeypatch, capsys):
+    monkeypatch.setattr(grid_module, "cpu_supports_bf16", lambda: False)
+    args = cli.parse_args(["--quick", "--devices", "cpu", "--precisions", "fp32,bf16"])
+    assert {c.precision for c in grid_module.grid(args)} == {"fp32"}
+    assert "bf16 on cpu left out" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # nothing would be left to measure
+        cli.parse_args(["--quick", "--devices", "cpu", "--precisions", "bf16"])
+    monkeypatch.setattr(grid_module, "cpu_supports_bf16", lambda: True)
+    args = cli.parse_args(["--quick", "--devices", "cpu", "--precisions", "fp32,bf16"])
+    assert {c.precision for c in grid_module.grid(args)} == {"fp32", "bf16"}
 
 
 def test_header(run):
@@ -70,14 +88,14 @@ def test_header(run):
     assert header["threads"] == 1
     for probe in (header["probe_before"], header["probe_after"]):
         assert probe["ms"] > 0 and probe["ms_1_thread"] > 0
-    assert set(header["matmul_gflops"]["cpu"]) == {"fp32", "bf16"}
+    assert set(header["matmul_gflops"]["cpu"]) == PRECS
     assert all(v > 0 for v in header["matmul_gflops"]["cpu"].values())
 
 
 def test_result_records(run):
     results = [r for r in run[2] if r["kind"] == "result"]
     configs = {tuple(r[a] for a in AXES) for r in results}
-    assert len(configs) == 2 * 2 * 2 * 2 * 2  # cells x merges x layers x precisions x lengths
+    assert len(configs) == CONFIGS
     for rec in results:
         for key in NUMBERS:
             assert isinstance(rec[key], int | float) and rec[key] > 0, (key, rec)
@@ -125,7 +143,7 @@ def test_impls_and_ratios(run):
 
 def test_profile_records(run):
     profiles = [r for r in run[2] if r["kind"] == "profile"]
-    assert len(profiles) == 2 * 2  # one per (device, precision, cell)
+    assert len(profiles) == len(PRECS) * 2  # one per (device, precision, cell)
     for rec in profiles:
         assert list(rec["phases_ms"]) == [
             "embedding", "encoder forward", "head + loss", "backward", "optimizer step",

@@ -13,6 +13,7 @@ import time
 
 import pytest
 import torch
+from conftest import needs_cpu_bf16
 from test_encoder import (
     INPUT,
     assert_close,
@@ -82,6 +83,7 @@ def record_directions(monkeypatch):
     return calls
 
 
+@needs_cpu_bf16
 def test_directions_run_on_two_threads_under_the_callers_autocast(monkeypatch):
     model = BiRNN(INPUT, 8, ["lstm", "gru"], merge="sum", gru="torch", directions="concurrent")
     x, lengths = batch_input()
@@ -97,6 +99,7 @@ def test_directions_run_on_two_threads_under_the_callers_autocast(monkeypatch):
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
 
 
+@needs_cpu_bf16
 def test_bf16_matches_serial_run():
     serial = BiRNN(INPUT, 8, ["gru", "lstm"], merge="concat", gru="torch", ragged="reverse")
     concurrent = twin(serial, "layered", directions="concurrent")

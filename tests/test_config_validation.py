@@ -309,3 +309,22 @@ def test_evaluate_checks_its_data_section(tmp_path):
     data = make_config(tmp_path, "data.batch_size=0", f"data.dir={tmp_path / 'nowhere'}").data
     with pytest.raises(ConfigError, match=r"^data\.batch_size: must be an integer >= 1"):
         datamodule_with_vocabularies(data, {})
+
+
+@pytest.mark.parametrize("bf16_kernels", [True, False])
+def test_bf16_on_cpu_is_refused_only_without_onednn_bf16_kernels(cfg_factory, monkeypatch,
+                                                                 bf16_kernels):
+    """PyTorch's LSTM fails under bf16 autocast on a CPU without oneDNN's bf16 kernels: the
+    check stops such a run up front; bf16 on GPU and fp32 on CPU are not its business."""
+    import birnn.hardware
+
+    monkeypatch.setattr(birnn.hardware, "cpu_supports_bf16", lambda: bf16_kernels)
+    validate(cfg_factory("trainer.precision=32-true"))
+    validate(cfg_factory("trainer.precision=bf16-mixed", "trainer.accelerator=gpu"))
+    bf16_cpu = cfg_factory("trainer.precision=bf16-mixed")
+    if bf16_kernels:
+        validate(bf16_cpu)
+    else:
+        with pytest.raises(ConfigError, match=r"^trainer\.precision: bf16-mixed on CPU: .* "
+                                              r"use 32-true$"):
+            validate(bf16_cpu)

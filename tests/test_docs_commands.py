@@ -208,13 +208,22 @@ def compose_check(args: list[str]) -> dict:
     distinct command once: several pages show the same one), checked by the schema that
     train.py checks it with before any data is read."""
     from birnn.config import validate
+    from birnn.errors import ConfigError
+    from birnn.hardware import cpu_supports_bf16
 
     printed = _composed(tuple(args))
     cfg = yaml.safe_load(printed)
     assert isinstance(cfg, dict) and "encoder" in cfg, printed[-2000:]
     # the run folder is Hydra's runtime value, which `--cfg` leaves unset
     cfg["paths"]["output_dir"] = cfg["paths"]["output_dir"] or "outputs/DATE/TIME"
-    validate(OmegaConf.create(cfg))
+    trainer = cfg["trainer"]
+    if ("bf16" in str(trainer.get("precision")) and trainer.get("accelerator") == "cpu"
+            and not cpu_supports_bf16()):
+        # as docs/scaling-and-resuming.md says: refused on a CPU without bf16 kernels
+        with pytest.raises(ConfigError, match=r"^trainer\.precision: .*bfloat16"):
+            validate(OmegaConf.create(cfg))
+    else:
+        validate(OmegaConf.create(cfg))
     return cfg
 
 

@@ -20,6 +20,7 @@ sequence's result shows up.
 
 import pytest
 import torch
+from conftest import needs_cpu_bf16
 from torch import nn
 
 from birnn import BiRNN
@@ -691,6 +692,7 @@ def test_dropout_not_after_last_layer():
         torch.testing.assert_close(model(x, lengths)[0], model(x, lengths)[0])
 
 
+@needs_cpu_bf16
 @pytest.mark.parametrize("ragged", RAGGED)
 @pytest.mark.parametrize("cells", [["lstm", "gru"], ["gru", "lstm", "rnn"]])
 def test_bf16_autocast_on_cpu_close_to_fp32(cells, ragged):

@@ -21,7 +21,7 @@ import re
 import lightning as L
 import pytest
 import torch
-from conftest import SAMPLE_NER, make_config
+from conftest import SAMPLE_NER, make_config, needs_cpu_bf16
 from test_features import CORPUS, TINY, build_model, check_option_reaches_model, corpus_config
 from torch import nn
 
@@ -801,7 +801,8 @@ class GradientProbe(L.Callback):
 
 @pytest.mark.parametrize(("overrides", "algorithm"), [
     ([], "norm"),
-    (["trainer.precision=bf16-mixed"], "norm"),  # the fused optimizer, clipped by the module
+    pytest.param(["trainer.precision=bf16-mixed"], "norm",  # the fused optimizer, clipped
+                 marks=needs_cpu_bf16),                    # by the module
     (["model.optimizer.fused=false", "+trainer.gradient_clip_algorithm=value"], "value"),
 ], ids=["fp32", "bf16", "value"])
 def test_gradient_clipping_reaches_the_optimizer_step(tmp_path, overrides, algorithm):

@@ -15,7 +15,7 @@ import time
 import lightning as L
 import pytest
 import torch
-from conftest import ROOT
+from conftest import CPU_PRECISION, ROOT, needs_cpu_bf16
 from test_features import write_corpus
 
 from birnn import BiRNN
@@ -56,7 +56,7 @@ class SeedEachBatch(L.Callback):
         torch.manual_seed(5)
 
 
-@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+@pytest.mark.parametrize("precision", ["32-true", pytest.param("bf16-mixed", marks=needs_cpu_bf16)])
 def test_raw_step_is_the_lightning_training_step(overhead, tmp_path, corpus, precision):
     """One raw step and one Lightning step (the trainer `train.py` builds) from the same
     weights, batch and random state leave the same weights."""
@@ -127,7 +127,7 @@ def test_command_line_profile(overhead, capsys, corpus):
     script's usage lines, with the CoNLL-2003 experiment's features."""
     experiment = (*EXPERIMENT, corpus)
     assert overhead.main([*experiment, "--profile", "--steps", "2", "--warmup", "0",
-                          "--op-steps", "1", "trainer.precision=bf16-mixed"]) == 0
+                          "--op-steps", "1", f"trainer.precision={CPU_PRECISION}"]) == 0
     out = capsys.readouterr().out
     for phase in overhead.PHASES:
         assert re.search(rf"^  {re.escape(phase)}\s+[\d.]+\s+[\d.]+\s+[\d.]+%$", out, re.M), phase

@@ -22,12 +22,14 @@ from birnn.bench.grid import (
     QUICK_GRID,
     Config,
     grid,
+    runs_here,
     sort_key,
 )
 from birnn.bench.keras_peer import add_keras_ratios, keras_records
 from birnn.bench.report import impl_label, write_outputs
 from birnn.bench.tagger_profile import profile_markdown, profile_records
 from birnn.bench.timing import contended, contention_probe, matmul_gflops
+from birnn.hardware import CPU_BF16_MISSING
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--devices cuda: torch.cuda.is_available() is False")
     if min(args.layers + args.hidden + [args.batch, args.seq, args.input, args.steps]) < 1:
         p.error("layers, hidden, batch, seq, input and steps must be >= 1")
+    if "cpu" in args.devices and not runs_here("cpu", "bf16") and "bf16" in args.precisions:
+        if not any(runs_here(d, prec) for d in args.devices for prec in args.precisions):
+            p.error(f"--precisions bf16 on cpu: {CPU_BF16_MISSING}")
+        print(f"bf16 on cpu left out: {CPU_BF16_MISSING}")
     return args
 
 
@@ -137,6 +143,7 @@ def run_grid(args: argparse.Namespace) -> int:
         dev: {
             prec: matmul_gflops(torch.device(dev), prec, args.matmul_size, args.steps)
             for prec in args.precisions
+            if runs_here(dev, prec)
         }
         for dev in args.devices
     }
@@ -145,6 +152,7 @@ def run_grid(args: argparse.Namespace) -> int:
     header["onednn_matmul_gflops"] = {
         prec: matmul_gflops(torch.device("cpu"), prec, args.matmul_size, args.steps, onednn)
         for prec in args.precisions
+        if runs_here("cpu", prec)
     } if "cpu" in args.devices and onednn else {}
     header.update(paths.gru_runtime())
     header["probe_before"] = probe

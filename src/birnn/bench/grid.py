@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from birnn.hardware import cpu_supports_bf16
+
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 GRID_CELLS = ("lstm", "gru", "mixed")
 GRID_MERGES = ("concat", "sum", "mul", "ave")
@@ -76,6 +78,12 @@ def forward_flops_per_token(cells: list[str], merge: str, input_size: int, hidde
     return total
 
 
+def runs_here(device: str, precision: str) -> bool:
+    """Whether `precision` runs on `device` on this machine: bf16 on CPU needs oneDNN's bf16
+    kernels (`birnn.hardware`)."""
+    return not (device == "cpu" and precision == "bf16" and not cpu_supports_bf16())
+
+
 def grid(args) -> list[Config]:
     """Every configuration the options select, in the order they are measured."""
     lengths = ["full", "ragged"] if args.ragged else ["full"]
@@ -83,6 +91,7 @@ def grid(args) -> list[Config]:
         Config(cell, merge, layers, hidden, device, prec, lens)
         for device in args.devices
         for prec in args.precisions
+        if runs_here(device, prec)
         for cell in args.cells
         for layers in args.layers
         for hidden in args.hidden

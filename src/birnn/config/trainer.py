@@ -6,7 +6,9 @@ import typing
 from typing import ClassVar
 
 from lightning.fabric.connector import _PRECISION_INPUT
+from pydantic import model_validator
 
+from birnn.config.base import KeyedError
 from birnn.config.calls import CallSchema
 from birnn.config.types import Choice, Int, Number
 
@@ -32,6 +34,20 @@ class TrainerSchema(CallSchema):
         from lightning.pytorch import Trainer
 
         self.subclass_of(target, Trainer)
+
+    @model_validator(mode="after")
+    def _bf16_runs_here(self):
+        import torch
+
+        from birnn.hardware import CPU_BF16_MISSING, cpu_supports_bf16
+
+        accelerator = (self.model_extra or {}).get("accelerator", "auto")
+        on_cpu = accelerator == "cpu" or (accelerator == "auto"
+                                          and not torch.cuda.is_available())
+        if "bf16" in str(self.precision) and on_cpu and not cpu_supports_bf16():
+            raise KeyedError("precision", f"{self.precision} on CPU: {CPU_BF16_MISSING}; "
+                                          "use 32-true")
+        return self
 
 
 class CallbackSchema(CallSchema):

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from birnn.encoder import native
+from birnn.hardware import cpu_supports_bf16
 
 # whether this PyTorch build has oneDNN's linear ops (the CPU wheels do)
 ONEDNN = (torch.backends.mkldnn.is_available()
@@ -77,9 +78,10 @@ def onednn_is_faster() -> bool:
 
 
 def _onednn(x: Tensor) -> bool:
-    """Whether `x` goes through oneDNN's matmul: fp32 or bf16 on a CPU where it is faster."""
-    return (ONEDNN and x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16)
-            and onednn_is_faster())
+    """Whether `x` goes through oneDNN's matmul: fp32, or bf16 where oneDNN has bf16 kernels
+    (`birnn.hardware`), on a CPU where it is faster."""
+    dtypes = (torch.float32, torch.bfloat16) if cpu_supports_bf16() else (torch.float32,)
+    return ONEDNN and x.device.type == "cpu" and x.dtype in dtypes and onednn_is_faster()
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
