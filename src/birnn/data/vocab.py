@@ -15,12 +15,17 @@ UNK = "<unk>"
 @dataclass
 class Vocab:
     """A string <-> id table. Words have PAD at 0 and UNK at 1; label tables have neither.
-    `counts` (when built from data): how often each entry was seen, 0 for the specials."""
+    `counts` (when built from data): how often each entry was seen, 0 for the specials.
+    `extra`: how many entries, the last ones, were added after the training data (the words
+    of pretrained vectors, `extended`); `lower_fallback`: a token missing as spelt takes the
+    id of its lower-cased form when there is one (set by `extended`: GloVe is lower case)."""
 
     itos: list[str]
     unk: str | None = UNK
     lower: bool = False
     counts: list[int] | None = field(default=None, repr=False)
+    extra: int = 0
+    lower_fallback: bool = False
     stoi: dict[str, int] = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -46,6 +51,19 @@ class Vocab:
         return cls(list(specials) + tokens, lower=lower,
                    counts=[0] * len(specials) + [counts[t] for t in tokens])
 
+    def extended(self, words: Iterable[str]) -> Vocab:
+        """This vocabulary followed by the `words` it lacks, in their order (the words of
+        pretrained vectors, most frequent first), with `lower_fallback` on. A lower-casing
+        vocabulary takes only lower-case words."""
+        have, added = set(self.itos), []
+        for word in words:
+            if word not in have and not (self.lower and word != word.lower()):
+                have.add(word)
+                added.append(word)
+        counts = None if self.counts is None else self.counts + [0] * len(added)
+        return Vocab(self.itos + added, unk=self.unk, lower=self.lower, counts=counts,
+                     extra=self.extra + len(added), lower_fallback=True)
+
     def __len__(self) -> int:
         return len(self.itos)
 
@@ -56,6 +74,8 @@ class Vocab:
             tokens = (t.lower() for t in tokens)
         if unk is None:
             return [stoi[t] for t in tokens]
+        if self.lower_fallback:
+            return [stoi.get(t, stoi.get(t.lower(), unk)) for t in tokens]
         return [stoi.get(t, unk) for t in tokens]
 
     def decode(self, ids: Iterable[int]) -> list[str]:
@@ -65,13 +85,16 @@ class Vocab:
         state = {"itos": list(self.itos), "unk": self.unk, "lower": self.lower}
         if self.counts is not None:
             state["counts"] = list(self.counts)
+        if self.extra or self.lower_fallback:  # absent: a vocabulary of the training data only
+            state.update(extra=self.extra, lower_fallback=self.lower_fallback)
         return state
 
     @classmethod
     def from_state_dict(cls, state: dict) -> Vocab:
         counts = state.get("counts")  # absent in checkpoints written before counts were kept
         return cls(list(state["itos"]), unk=state["unk"], lower=state["lower"],
-                   counts=None if counts is None else list(counts))
+                   counts=None if counts is None else list(counts),
+                   extra=state.get("extra", 0), lower_fallback=state.get("lower_fallback", False))
 
 
 def label_vocab(sequences: Iterable[Iterable[str]], outside: str | None = "O") -> Vocab:
