@@ -68,6 +68,9 @@ class SequenceDataModule(L.LightningDataModule):
             `text` may be a list of candidates, the first present is used).
         token_column, tag_column: column indices in column files.
         lowercase, min_freq: word vocabulary options (built on train only).
+        extra_words: words to add after the training words (the words of pretrained vectors,
+            most frequent first; training passes them, see `birnn.cli.build`): dev, test and
+            new text find them (exactly, else lower-cased) instead of <unk>.
         max_length: truncate longer sequences (with a warning counting them); None keeps all.
         validation_fraction: share of train held out when the source has no validation split.
         batch_size, eval_batch_size: sequences per training / evaluation batch.
@@ -97,6 +100,7 @@ class SequenceDataModule(L.LightningDataModule):
         bucketing: bool = True,
         num_workers: int = 0,
         seed: int = 0,
+        extra_words: list[str] | None = None,
     ):
         super().__init__()
         self.dir = Path(dir) if dir else None
@@ -117,6 +121,7 @@ class SequenceDataModule(L.LightningDataModule):
         self.bucketing = bucketing
         self.num_workers = num_workers
         self.seed = seed
+        self.extra_words = extra_words
         self.splits: dict[str, EncodedSplit] = {}
         # (epoch, batches already trained in it) where a resumed run continues
         self.resume_at: tuple[int, int] | None = None
@@ -205,6 +210,8 @@ class SequenceDataModule(L.LightningDataModule):
         if self.words is None:  # unless given (`use_vocabularies`), built on train only
             self.words = Vocab.build(raw["train"][0], min_freq=self.min_freq,
                                      lower=self.lowercase)
+            if self.extra_words:
+                self.words = self.words.extended(self.extra_words)
             self.labels = self.build_labels(raw["train"][1])
         for split, (tokens, gold) in raw.items():
             self.splits[split] = self.encode(tokens, self.check_labels(split, gold))
