@@ -32,7 +32,7 @@ from birnn.encoder import dropout as encoder_dropout
 from birnn.encoder.dropout import SequenceDropout
 from birnn.errors import ConfigError
 from birnn.models import TokenTagger
-from birnn.models.pretrained import init_embedding, read_vectors
+from birnn.models.vectors import init_embedding, read_vectors
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 LENGTHS = [5, 1, 7, 3]  # unsorted, with a length-1 sequence and a full-length one
@@ -491,6 +491,13 @@ def expected_rows(itos, vectors):
             for w in itos[2:] if w in vectors or w.lower() in vectors}
 
 
+def word_table(state_dict):
+    """The rows of every word id: the trained table, then the fixed rows of the words the
+    vocabulary was extended with (the vectors' words outside the training data)."""
+    weight = state_dict["embedding.weight"]
+    return torch.cat([weight, state_dict.get("fixed_embedding", weight[:0])])
+
+
 @pytest.mark.parametrize("freeze", [True, False])
 def test_pretrained_end_to_end(tmp_path, caplog, freeze):
     vectors = sample_vectors(8)
@@ -504,13 +511,17 @@ def test_pretrained_end_to_end(tmp_path, caplog, freeze):
     itos = saved["vocabularies"]["words"]["itos"]
     rows = expected_rows(itos, vectors)
     assert {"the", "The", "said", "minister", "market"} <= set(rows)
+    # the vocabulary is extended with the vectors' word the data lacks, after the trained ones
+    trained = len(itos) - saved["vocabularies"]["words"]["extra"]
+    assert itos[trained:] == ["zzyzx-not-in-data"]
     coverage = [r.getMessage() for r in caplog.records
                 if r.getMessage().startswith("pretrained vectors:")]
     assert coverage, "no coverage line logged"
-    match = re.match(r"pretrained vectors: ([\d,]+) of ([\d,]+) vocabulary words", coverage[0])
-    assert match and int(match[1].replace(",", "")) == len(rows)
-    assert int(match[2].replace(",", "")) == len(itos) - 2
-    weight = saved["state_dict"]["embedding.weight"]
+    match = re.match(r"pretrained vectors: ([\d,]+) of ([\d,]+) vocabulary words from training",
+                     coverage[0])
+    assert match and int(match[1].replace(",", "")) == len(rows) - 1
+    assert int(match[2].replace(",", "")) == trained - 2
+    weight = word_table(saved["state_dict"])
     same = [torch.allclose(weight[itos.index(w)], torch.tensor(v)) for w, v in rows.items()]
     if freeze:
         assert all(same)
@@ -530,7 +541,7 @@ def test_frozen_pretrained_run_resumes(tmp_path):
     assert resumed["epochs"] == 2
     saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     itos = saved["vocabularies"]["words"]["itos"]
-    weight = saved["state_dict"]["embedding.weight"]
+    weight = word_table(saved["state_dict"])
     for w, v in expected_rows(itos, vectors).items():
         torch.testing.assert_close(weight[itos.index(w)], torch.tensor(v))
 

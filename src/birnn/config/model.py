@@ -65,8 +65,14 @@ class CharSchema(Schema):
 
 
 class EmbeddingsSchema(Schema):
+    """`model.embeddings`: pretrained word vectors (`birnn.models.vectors`). `pretrained` is a
+    named source or a file path; whether it exists is checked when it is read, before the
+    data (a checkpoint's copy of these options must load where the vectors are absent)."""
+
     pretrained: OptionalText = None
     freeze: Bool = False
+    # the vectors' most frequent words that extend the vocabulary (null: all, 0: none)
+    max_words: Int(0, optional=True) = 100_000
 
 
 class ModelSchema(TargetSchema):

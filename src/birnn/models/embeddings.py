@@ -1,11 +1,11 @@
 """The token embeddings every birnn model starts with: a word table (trainable, optionally
-initialised from GloVe/word2vec vectors, `birnn.models.pretrained`), character features (a
-CNN or a BiLSTM over each word's characters), casing features (`birnn.tags.word_shape`), and
-the dropouts on words and word types.
+initialised from pretrained vectors, `birnn.models.vectors`), a fixed table for the words
+only the vectors know, character features (a CNN or a BiLSTM over each word's characters),
+casing features (`birnn.tags.word_shape`), and the dropouts on words and word types.
 
 `TokenEmbeddings` is a mixin of `BiRNNModule`: its tables are attributes of the model itself
-(`embedding`, `char_encoder`, `casing_embedding`), which keeps the state-dict keys of older
-checkpoints.
+(`embedding`, `fixed_embedding`, `char_encoder`, `casing_embedding`), which keeps the
+state-dict keys of older checkpoints.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from birnn.errors import ConfigError
-from birnn.models.pretrained import init_embedding
+from birnn.models.vectors import init_embedding
 from birnn.tags import CASING
 
 UNK_ID = 1  # the word vocabulary's <unk> (PAD 0, UNK 1)
@@ -79,7 +79,8 @@ class TokenEmbeddings:
     def init_embeddings(self, vocab_size: int, embedding_dim: int, char: dict | None,
                         casing: bool, casing_dim: int, word_dropout: float,
                         rare_word_dropout: float, num_chars: int | None,
-                        embedding_dropout: float, embeddings: dict | None) -> int:
+                        embedding_dropout: float, embeddings: dict | None,
+                        fixed_words: int = 0) -> int:
         """Create the tables; returns the width of the vectors `embed` gives."""
         self.embeddings_cfg = dict(embeddings or {})
         self.embedding_dropout = float(embedding_dropout)
@@ -88,9 +89,14 @@ class TokenEmbeddings:
         self.word_dropout = float(word_dropout)
         self.rare_word_dropout = float(rare_word_dropout)
         self.rare_from: int | None = None  # first word id seen once in training (ids sort by count)
-        self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
+        self.embedding = nn.Embedding(vocab_size - fixed_words, embedding_dim, padding_idx=0)
         # frozen from the start, so a resumed run's optimizer has the same parameter groups
         self.embedding.weight.requires_grad_(not self.embeddings_cfg.get("freeze", False))
+        # The last `fixed_words` word ids, words only the pretrained vectors know: a buffer,
+        # not a parameter, so that no optimizer moves them (not even by weight decay), and
+        # saved in checkpoints (predicting needs no vectors). Older checkpoints have none.
+        self.register_buffer("fixed_embedding", torch.zeros(fixed_words, embedding_dim)
+                             if fixed_words else None)  # (fixed_words, embedding_dim)
         width = embedding_dim
         self.char_encoder: CharEncoder | None = None
         if kind != "none":
@@ -126,15 +132,17 @@ class TokenEmbeddings:
             self.hparams["num_chars"] = len(value["chars"]["itos"])
 
     def init_pretrained(self) -> int | None:
-        """Initialise the word table from `embeddings.pretrained` (when set) for the words of
-        the vocabularies; returns the number of words found. Training calls this once before
-        fitting (not when resuming: the checkpoint holds the trained table)."""
-        path = self.embeddings_cfg.get("pretrained")
-        if not path:
+        """Initialise the word tables from `embeddings.pretrained` (when set) for the words of
+        the vocabularies: the training words' rows, and the fixed rows of the words the
+        vocabulary was extended with; returns the number of training words found. Training
+        calls this once before fitting (not when resuming: the checkpoint holds the tables)."""
+        source = self.embeddings_cfg.get("pretrained")
+        if not source:
             return None
         if self.vocabularies is None:
             raise ConfigError("model.embeddings.pretrained: the vocabulary is unknown")
-        return init_embedding(self.embedding, self.vocabularies["words"]["itos"], path)
+        return init_embedding(self.embedding, self.vocabularies["words"]["itos"], source,
+                              fixed=self.fixed_embedding)
 
     def embed(self, words: Tensor, chars: Tensor | None = None,
               casing: Tensor | None = None) -> Tensor:
@@ -152,7 +160,7 @@ class TokenEmbeddings:
         if self.training and self.embedding_dropout > 0:
             keep = weight.new_empty(weight.size(0), 1).bernoulli_(1 - self.embedding_dropout)
             weight = weight * keep / (1 - self.embedding_dropout)
-        parts = [F.embedding(words, weight, padding_idx=0)]
+        parts = [self._word_vectors(words, weight)]
         if self.char_encoder is not None:
             if chars is None:
                 raise ConfigError("model.char.kind needs `chars` in batches (data.chars=true)")
@@ -162,3 +170,14 @@ class TokenEmbeddings:
                 raise ConfigError("model.casing needs `casing` in batches (tagging data)")
             parts.append(self.casing_embedding(casing.to(words.device)))
         return parts[0] if len(parts) == 1 else torch.cat(parts, -1)
+
+    def _word_vectors(self, words: Tensor, weight: Tensor) -> Tensor:
+        """Word ids (B, T) -> vectors (B, T, dim): ids below the trained table's size from
+        `weight`, the others from the fixed table."""
+        if self.fixed_embedding is None:
+            return F.embedding(words, weight, padding_idx=0)
+        trained = weight.size(0)
+        fixed = (words >= trained).unsqueeze(-1)  # (B, T, 1)
+        out = F.embedding(words.masked_fill(fixed.squeeze(-1), 0), weight, padding_idx=0)
+        extra = F.embedding((words - trained).clamp(min=0), self.fixed_embedding)
+        return torch.where(fixed, extra.to(out.dtype), out)
