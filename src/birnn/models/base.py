@@ -42,14 +42,18 @@ class BiRNNModule(TokenEmbeddings, L.LightningModule):
             for `dropout` on the embeddings and on the encoder output.
         embedding_dropout: in training only, drop whole word types: every occurrence in the
             batch of a dropped word gets a zero vector (Gal & Ghahramani; AWD-LSTM).
-        embeddings: `pretrained` (a GloVe/word2vec text file, see `birnn.models.pretrained`;
-            read by `init_pretrained`, which training calls) and `freeze` (do not train the
-            word table).
+        embeddings: `pretrained` (a named source such as `glove-6b-50d`, or a GloVe/word2vec
+            text file, see `birnn.models.vectors`; read by `init_pretrained`, which training
+            calls), `freeze` (do not train the word table) and `max_words` (how many of the
+            vectors' most frequent words extend the vocabulary; training reads it).
         scheduler: None (a constant rate) or a `_partial_` config of a learning-rate
             scheduler, completed with the optimiser (`birnn.config.optim.build_scheduler`:
             ReduceLROnPlateau is stepped on `monitor` per epoch, others per step; the
             warm-up schedules are `birnn.config.optim.warmup_decay`). The name-based form
             of older checkpoints (``{name: plateau, ...}``) still loads.
+        fixed_words: how many of the `vocab_size` word ids, the last ones, are words that
+            only the pretrained vectors know (the vocabulary's extension): their vectors sit
+            in a fixed table, never trained. Set from the vocabulary by training.
     """
 
     def __init__(
@@ -70,6 +74,7 @@ class BiRNNModule(TokenEmbeddings, L.LightningModule):
         embedding_dropout: float = 0.0,
         embeddings: dict | None = None,
         scheduler: dict | None = None,
+        fixed_words: int = 0,
     ):
         super().__init__()
         # the values were checked by `birnn.config` (`model` group) before any work started
@@ -79,7 +84,7 @@ class BiRNNModule(TokenEmbeddings, L.LightningModule):
         self.labels = list(labels)
         width = self.init_embeddings(vocab_size, embedding_dim, char, casing, casing_dim,
                                      word_dropout, rare_word_dropout, num_chars,
-                                     embedding_dropout, embeddings)
+                                     embedding_dropout, embeddings, fixed_words)
         self.encoder = BiRNN(width, **encoder)
         self.dropout = SequenceDropout(dropout, dropout_kind)
         self.vocabularies: dict | None = None  # set by the recipe; saved in checkpoints
