@@ -15,8 +15,10 @@ from omegaconf import DictConfig, OmegaConf
 from birnn.callbacks import AtomicCheckpointIO, RunSafety
 from birnn.cli.console import quiet_third_parties
 from birnn.cli.loggers import create_loggers
+from birnn.config.model import EmbeddingsSchema
 from birnn.data.datamodule import SequenceDataModule
 from birnn.models.base import BiRNNModule
+from birnn.models.vectors import extension_words
 
 log = logging.getLogger("birnn")
 
@@ -42,11 +44,22 @@ def trainable_parameters(model) -> int:
 
 
 def make_datamodule(cfg: DictConfig) -> SequenceDataModule:
-    """`cfg.data`, set up for fitting (splits read, vocabularies built on train)."""
+    """`cfg.data`, set up for fitting (splits read, vocabularies built on train, the word
+    vocabulary extended with the words of `model.embeddings.pretrained`, when set)."""
     log.info("data: %s", cfg.data._target_)
-    datamodule = instantiate(cfg.data)
+    datamodule = instantiate(cfg.data, **vector_words(cfg))
     datamodule.setup("fit")
     return datamodule
+
+
+def vector_words(cfg: DictConfig) -> dict:
+    """The data module's `extra_words`: the first `model.embeddings.max_words` words of the
+    pretrained vectors (read here, so a missing source stops the run before the data)."""
+    embeddings = EmbeddingsSchema(**(cfg.model.get("embeddings") or {}))  # checked already
+    if not embeddings.pretrained or embeddings.max_words == 0:
+        return {}
+    return {"extra_words": extension_words(embeddings.pretrained, cfg.model.embedding_dim,
+                                           embeddings.max_words)}
 
 
 def make_model(cfg: DictConfig, datamodule: SequenceDataModule,
@@ -58,6 +71,7 @@ def make_model(cfg: DictConfig, datamodule: SequenceDataModule,
     model = instantiate(
         cfg.model,
         vocab_size=len(datamodule.words),
+        fixed_words=datamodule.words.extra,  # the vocabulary's extension: fixed vectors
         labels=datamodule.labels.itos,
         encoder=OmegaConf.to_container(cfg.encoder, resolve=True),
         _convert_="all",
