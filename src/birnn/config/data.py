@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 
 from birnn.config.base import KeyedError, Schema
 from birnn.config.calls import TargetSchema
 from birnn.config.types import Bool, Choice, Int, Number, OptionalText, Text
+from birnn.data.augment import KINDS
+from birnn.data.columns import BAD_LINES
 from birnn.data.datamodule import SPLITS, UNKNOWN_LABELS
 from birnn.data.sources import FORMATS
 from birnn.tags import SCHEMES
@@ -29,6 +31,33 @@ class FieldsSchema(Schema):
     tags: Text = "tags"
     text: Text | list[Text] = "text"
     label: Text = "label"
+
+
+Share = Number(0, 1, open_high=False)  # a probability that may be 1
+
+
+class AugmentSchema(Schema):
+    """`data.augment` (`birnn.data.augment`): per training sentence and epoch, the
+    probability of each perturbation; a sentence gets at most one, so they add up to the
+    fraction of sentences perturbed. All zero (the default): batches as read."""
+
+    lower: Share = 0.0
+    upper: Share = 0.0
+    title: Share = 0.0
+    typo: Share = 0.0
+    keyboard: Share = 0.0
+    ocr: Share = 0.0
+    # character error rate of typo and keyboard; textnoisr's swaps cannot reach above 0.5
+    rate: Number(0, 0.5, open_low=True, open_high=False) = 0.05
+    ocr_rate: Number(0, 1, open_low=True, open_high=False) = 0.3  # of the confusable places
+
+    @model_validator(mode="after")
+    def _one_per_sentence(self):
+        total = sum(getattr(self, kind) for kind in KINDS)
+        if total > 1 + 1e-9:
+            raise KeyedError("", f"the probabilities of {', '.join(KINDS)} add up to "
+                             f"{total:g}: at most 1 (a sentence gets one perturbation)")
+        return self
 
 
 class DataSchema(TargetSchema):
@@ -52,6 +81,8 @@ class DataSchema(TargetSchema):
     bucketing: Bool = True
     num_workers: Int(0) = 0
     seed: Int(0) = 0
+    augment: AugmentSchema | None = None
+    bad_lines: Choice(*BAD_LINES) = "error"  # a malformed line of a column file
 
     @field_validator("files", "splits")
     @classmethod

@@ -61,6 +61,7 @@ class BucketBatchSampler(Sampler[list[int]]):
         # leave out because the checkpointed run had trained on them
         self.resume_epoch: int | None = None
         self.skip_batches = 0
+        self.drawn_epoch: int | None = None  # the epoch of the last training order drawn
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -73,6 +74,7 @@ class BucketBatchSampler(Sampler[list[int]]):
         epoch = self.epoch_source() if self.epoch_source is not None else self.epoch
         if self.resume_epoch is not None:
             epoch, self.resume_epoch = self.resume_epoch, None
+        self.drawn_epoch = epoch
         g = torch.Generator().manual_seed(self.seed + epoch)
         perm = torch.randperm(n, generator=g)
         pool = self.batch_size * self.pool_batches

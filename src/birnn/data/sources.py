@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
 import os
 import socket
 from collections.abc import Sequence
@@ -34,6 +35,9 @@ EXTENSIONS = {
     ".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet",
 }
 HUB_PROBE_TIMEOUT_S = 3.0
+SKIPS_NAMED = 5  # places of skipped sentences named in the warning
+
+log = logging.getLogger(__name__)
 
 datasets.disable_progress_bars()
 
@@ -144,27 +148,50 @@ def check_jsonl(path: Path) -> list[str]:
     return keys
 
 
+def check_column_file(path: Path, token_column: int, tag_column: int,
+                      bad_lines: str) -> None:
+    """Raise on an empty column file; with `bad_lines="skip"` read it once and warn, counting
+    every sentence left out and naming the first places (the Arrow cache of a later run would
+    skip them without reading the file)."""
+    if bad_lines == "error":  # a malformed line raises while `datasets` reads the file
+        found = next(read_column_file(path, token_column, tag_column), None) is not None
+    else:
+        skipped: list[int] = []
+        found = False
+        for _ in read_column_file(path, token_column, tag_column, bad_lines=bad_lines,
+                                  skipped=skipped):
+            found = True
+        if skipped:
+            places = ", ".join(f"{path}:{n}" for n in skipped[:SKIPS_NAMED])
+            more = f" and {len(skipped) - SKIPS_NAMED} more" if len(skipped) > SKIPS_NAMED else ""
+            log.warning("data: %s: %d sentence%s with a malformed line skipped "
+                        "(data.bad_lines=skip): %s%s", path.name, len(skipped),
+                        "s" * (len(skipped) != 1), places, more)
+    if not found:  # `datasets` rejects a generator that yields nothing obscurely
+        raise DataError("empty file: no sentences", path)
+
+
 def load_local_split(path: Path, format: str, task: str, fields: dict,
-                     token_column: int = 0, tag_column: int = -1) -> datasets.Dataset:
-    """Read one split file into a Dataset with the task's standard columns."""
+                     token_column: int = 0, tag_column: int = -1,
+                     bad_lines: str = "error") -> datasets.Dataset:
+    """Read one split file into a Dataset with the task's standard columns; `bad_lines`:
+    what a malformed line of a column file does (`birnn.data.columns.BAD_LINES`)."""
     format = detect_format(path, format)
     try:
         if format == "conll":
             if task != "tagging":
                 raise ConfigError("data.format: column files hold tagged tokens; sentence "
                                   "classification reads jsonl, csv, tsv or parquet")
-            # `datasets` rejects a generator that yields nothing with an obscure message
-            if next(read_column_file(path, token_column, tag_column), None) is None:
-                raise DataError("empty file: no sentences", path)
+            check_column_file(path, token_column, tag_column, bad_lines)
             return datasets.Dataset.from_generator(
                 read_column_file,
                 gen_kwargs={"path": str(path), "token_column": token_column,
-                            "tag_column": tag_column},
+                            "tag_column": tag_column, "bad_lines": bad_lines},
                 features=datasets.Features({
                     "tokens": datasets.Sequence(datasets.Value("string")),
                     "tags": datasets.Sequence(datasets.Value("string")),
                 }),
-                fingerprint=_fingerprint(path, token_column, tag_column),
+                fingerprint=_fingerprint(path, token_column, tag_column, bad_lines),
             )
         if format in ("csv", "tsv"):
             delimiter = "\t" if format == "tsv" else ","
