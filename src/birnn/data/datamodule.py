@@ -9,6 +9,7 @@ with the length-bucketed sampler. The vocabularies travel in the checkpoint
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset
 
+from birnn.data.augment import Augmentation, EpochBatches
 from birnn.data.sampler import BucketBatchSampler
 from birnn.data.sources import load_hub, load_local_split
 from birnn.data.vocab import Vocab
@@ -76,7 +78,12 @@ class SequenceDataModule(L.LightningDataModule):
         batch_size, eval_batch_size: sequences per training / evaluation batch.
         bucketing: length-bucketed batches (True) or random batches (False).
         num_workers: DataLoader worker processes.
-        seed: seed of the batch order and of a carved validation split.
+        seed: seed of the batch order, of a carved validation split and of the augmentation.
+        augment: perturb training sentences on the fly (`birnn.data.augment.Augmentation`):
+            kind -> probability (`lower`, `upper`, `title`, `typo`, `keyboard`, `ocr`), and
+            `rate`, `ocr_rate`; None (the default) leaves the batches as read.
+        bad_lines: a malformed line of a column file: `error`, or `skip` its sentence (each
+            counted, the first places named in a warning).
     """
 
     task = ""
@@ -101,6 +108,8 @@ class SequenceDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         extra_words: list[str] | None = None,
+        augment: dict | None = None,
+        bad_lines: str = "error",
     ):
         super().__init__()
         self.dir = Path(dir) if dir else None
@@ -122,6 +131,8 @@ class SequenceDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.extra_words = extra_words
+        self.augmentation = Augmentation.from_config(augment, seed)
+        self.bad_lines = bad_lines
         self.splits: dict[str, EncodedSplit] = {}
         # (epoch, batches already trained in it) where a resumed run continues
         self.resume_at: tuple[int, int] | None = None
@@ -154,7 +165,8 @@ class SequenceDataModule(L.LightningDataModule):
         """Each split as a Dataset with standard columns (see `birnn.data.sources`)."""
         if self.dir is not None:
             return {split: load_local_split(path, self.format, self.task, self.fields,
-                                            self.token_column, self.tag_column)
+                                            self.token_column, self.tag_column,
+                                            self.bad_lines)
                     for split, path in self.paths().items()}
         if not self.hub.get("path"):
             raise ConfigError("data.dir is required (or data.hub.path for a Hub dataset)")
@@ -259,6 +271,11 @@ class SequenceDataModule(L.LightningDataModule):
             **(self.collate_targets(split, indices) if split.targets is not None else {}),
         }
 
+    def collate_augmented(self, split: EncodedSplit, pairs: list[tuple[int, int]]) -> dict:
+        """`collate` of a training batch of (epoch, index) pairs: the sentences the
+        augmentation perturbs in that epoch are re-encoded, their labels kept."""
+        return self.collate(*self.augmentation.apply(split, pairs, self.encode))
+
     def batch_sampler(self, split: str, train: bool) -> BucketBatchSampler:
         # Under DDP the processes share the training batches and the validation batches (the
         # metrics sum their counts across processes). Each process scores the whole test
@@ -284,10 +301,15 @@ class SequenceDataModule(L.LightningDataModule):
         sampler = self.batch_sampler(split, train)
         if train and self.resume_at is not None:
             (sampler.resume_epoch, sampler.skip_batches), self.resume_at = self.resume_at, None
+        collate = functools.partial(self.collate, data)
+        if train and self.augmentation is not None:
+            # batches of (epoch, index) pairs: the collate perturbs that epoch's sentences
+            sampler = EpochBatches(sampler)
+            collate = functools.partial(self.collate_augmented, data)
         return DataLoader(
             data,
             batch_sampler=sampler,
-            collate_fn=lambda idx: self.collate(data, idx),
+            collate_fn=collate,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             # its own generator: creating an iterator then draws no number from the global
