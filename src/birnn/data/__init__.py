@@ -1,16 +1,22 @@
-from birnn.data.classification import ClassificationDataModule
-from birnn.data.columns import read_column_file, write_column_file
-from birnn.data.datamodule import SequenceDataModule
-from birnn.data.sampler import BucketBatchSampler
-from birnn.data.tagging import TaggingDataModule
-from birnn.data.vocab import Vocab
+"""Data sources, vocabularies, batching and the data modules of both tasks. Names are
+imported on first use: reading a column file (`birnn.data.columns`) loads neither Lightning
+nor `datasets`."""
 
-__all__ = [
-    "BucketBatchSampler",
-    "ClassificationDataModule",
-    "SequenceDataModule",
-    "TaggingDataModule",
-    "Vocab",
-    "read_column_file",
-    "write_column_file",
-]
+import importlib
+
+_WHERE = {
+    "BucketBatchSampler": "birnn.data.sampler",
+    "ClassificationDataModule": "birnn.data.classification",
+    "SequenceDataModule": "birnn.data.datamodule",
+    "TaggingDataModule": "birnn.data.tagging",
+    "Vocab": "birnn.data.vocab",
+    "read_column_file": "birnn.data.columns",
+    "write_column_file": "birnn.data.columns",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'birnn.data' has no attribute {name!r}")
