@@ -150,6 +150,45 @@ def test_predict_plain_text_and_jsonl(tagger, tmp_path, capsys):
     assert [[tag for _, tag in s] for s in sentences] == reference
 
 
+def test_predict_streams_large_inputs_in_input_order(tagger, tmp_path, monkeypatch):
+    """Chunks of CHUNK sentences: the first is labelled before the rest of the file is read,
+    and the output, in input order, equals one labelling of all sentences at once."""
+    import birnn.cli.predict as command
+    from birnn.inference import Predictor
+
+    run, _ = tagger
+    gold = list(read_column_file(SAMPLE_NER / "test.txt"))[:50]
+    text = tmp_path / "sentences.txt"
+    text.write_text("".join(" ".join(s["tokens"]) + "\n" for s in gold))
+    whole = Predictor.from_checkpoint(run).predict([s["tokens"] for s in gold])
+
+    calls = []  # per call: sentences given, and how much of the input had been read
+    real = Predictor.predict
+
+    def recording(self, sentences, *args, **kwargs):
+        calls.append((len(sentences), sources[0].bytes_read))
+        return real(self, sentences, *args, **kwargs)
+
+    sources = []
+
+    class Recorded(command.Input):
+        def __init__(self, source):
+            super().__init__(source)
+            sources.append(self)
+
+    monkeypatch.setattr(Predictor, "predict", recording)
+    monkeypatch.setattr(command, "CHUNK", 7)
+    monkeypatch.setattr(command, "Input", Recorded)
+    out = tmp_path / "tagged.conll"
+    # (input_format=auto would read 2000 lines ahead to tell the format)
+    summary = predict(predict_cfg(run, text, f"output={out}", "batch_size=3",
+                                  "input_format=text"))
+    assert summary["sentences"] == 50
+    assert [n for n, _ in calls] == [7] * 7 + [1]
+    assert calls[0][1] < text.stat().st_size  # labelling began before the input was all read
+    assert [s["tags"] for s in read_column_file(out, tag_column=1)] == whole
+
+
 def test_predict_command_reads_stdin(tagger, tmp_path):
     run, _ = tagger
     result = subprocess.run(
@@ -250,4 +289,4 @@ def test_input_detection(tmp_path, text, columns):
     sentences, found = read_sentences(str(path))
     assert found == ("columns" if columns else "text")
     if not columns:
-        assert sentences == [line.split() for line in text.splitlines()]
+        assert list(sentences) == [line.split() for line in text.splitlines()]

@@ -14,7 +14,9 @@ stdout:
   (`{"tokens": [...], "label": ..., "probability": ...}`).
 
 One output sentence (or line, or record) per input sentence, in input order; an empty
-sentence gives an empty one.
+sentence gives an empty one. The input streams through: it is read, labelled and written
+`CHUNK` sentences at a time, so a file of any size runs in bounded memory, with a progress
+bar on a terminal.
 
 `ckpt` may also be an exported model (`model.onnx`, or the folder `export.py` wrote): it runs
 with ONNX Runtime (`birnn.export.runtime`) and gives the checkpoint's labels and scores.
@@ -22,13 +24,14 @@ with ONNX Runtime (`birnn.export.runtime`) and gives the checkpoint's labels and
 
 from __future__ import annotations
 
-import io
+import contextlib
+import itertools
 import json
 import logging
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -43,6 +46,9 @@ log = logging.getLogger("birnn")
 INPUT_FORMATS = ("auto", "text", "columns")
 OUTPUT_FORMATS = {"tagging": ("conll", "jsonl"), "classification": ("tsv", "jsonl")}
 DETECT_LINES = 2000  # non-blank lines looked at to tell a column file from plain text
+# sentences labelled at a time: memory stays bounded on any input, and sorting this many by
+# length fills batches of 256 nearly as evenly as sorting the whole input
+CHUNK = 8192
 
 
 class BelowError(logging.Filter):
@@ -56,28 +62,44 @@ class BelowError(logging.Filter):
 # ------------------------------------------------------------------------------------ input
 
 
-def read_lines(source: str) -> tuple[list[str], str]:
-    """The input's lines (decoded as UTF-8, line ends removed) and its name for messages;
-    `-` reads stdin."""
-    name = "<stdin>" if source == "-" else source
-    try:
-        if source == "-":
-            raw = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else \
-                sys.stdin.read().encode("utf-8")
-        else:
-            raw = Path(source).read_bytes()
-    except OSError as e:
-        raise DataError(f"cannot read the input: {e.strerror or e}", name) from None
-    lines = []
-    for lineno, line in enumerate(io.BytesIO(raw), start=1):
+class Input:
+    """The lines of a file, or of stdin for `-`, decoded as UTF-8 one at a time (line ends
+    removed), with the bytes read so far for the progress bar."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self.name = "<stdin>" if source == "-" else source
+        self.size: int | None = None  # bytes in all; unknown for stdin
+        self.bytes_read = 0
+        if source != "-":
+            try:
+                self.size = Path(source).stat().st_size
+            except OSError as e:
+                raise DataError(f"cannot read the input: {e.strerror or e}", self.name) \
+                    from None
+
+    def lines(self) -> Iterator[str]:
+        if self.source == "-":
+            raw = sys.stdin.buffer if hasattr(sys.stdin, "buffer") else \
+                (line.encode("utf-8") for line in sys.stdin)
+            yield from self._decoded(raw)
+            return
         try:
-            lines.append(line.decode("utf-8").rstrip("\r\n"))
-        except UnicodeDecodeError as e:
-            raise DataError(f"not valid utf-8 (byte {line[e.start]:#04x} at column "
-                            f"{e.start + 1})", name, lineno) from None
-    if lines and lines[0].startswith("\ufeff"):  # a byte-order mark
-        lines[0] = lines[0][1:]
-    return lines, name
+            handle = Path(self.source).open("rb")
+        except OSError as e:
+            raise DataError(f"cannot read the input: {e.strerror or e}", self.name) from None
+        with handle:
+            yield from self._decoded(handle)
+
+    def _decoded(self, raw: Iterable[bytes]) -> Iterator[str]:
+        for lineno, line in enumerate(raw, start=1):
+            self.bytes_read += len(line)
+            try:
+                text = line.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as e:
+                raise DataError(f"not valid utf-8 (byte {line[e.start]:#04x} at column "
+                                f"{e.start + 1})", self.name, lineno) from None
+            yield text.removeprefix("\ufeff") if lineno == 1 else text  # a byte-order mark
 
 
 def looks_like_columns(lines: Sequence[str]) -> bool:
@@ -105,19 +127,29 @@ def looks_like_columns(lines: Sequence[str]) -> bool:
     return width >= 2 and seen >= 0.9 * len(counts) and bool(separated)
 
 
-def read_sentences(source: str, input_format: str = "auto",
-                   token_column: int = 0) -> tuple[list[list[str]], str]:
-    """Tokenised sentences of a file (or stdin for `-`) and the format they were read as."""
+def read_sentences(source: str | Input, input_format: str = "auto",
+                   token_column: int = 0) -> tuple[Iterator[list[str]], str]:
+    """The tokenised sentences of a file (or stdin for `-`), read as they are consumed, and
+    the format they are read as. `auto` looks at the first `DETECT_LINES` non-blank lines."""
     if input_format not in INPUT_FORMATS:
         raise ConfigError(f"input_format: unknown {input_format!r} "
                           f"(valid: {', '.join(INPUT_FORMATS)})")
-    lines, name = read_lines(source)
+    source = source if isinstance(source, Input) else Input(source)
+    lines = source.lines()
+    head: list[str] = []
     if input_format == "auto":
-        input_format = "columns" if looks_like_columns(lines) else "text"
+        seen = 0
+        for line in lines:  # held back until the format is known, then read first
+            head.append(line)
+            seen += bool(line.strip())
+            if seen >= DETECT_LINES:
+                break
+        input_format = "columns" if looks_like_columns(head) else "text"
+    lines = itertools.chain(head, lines)
     if input_format == "columns":
-        sentences = read_columns(lines, name, token_column, tag_column=None)
-        return [s["tokens"] for s in sentences], input_format
-    return [line.split() for line in lines], input_format
+        sentences = read_columns(lines, source.name, token_column, tag_column=None)
+        return (s["tokens"] for s in sentences), input_format
+    return (line.split() for line in lines), input_format
 
 
 # ----------------------------------------------------------------------------------- output
@@ -161,41 +193,78 @@ def output_format(fmt: str, task: str) -> str:
 # ---------------------------------------------------------------------------------- command
 
 
+@contextlib.contextmanager
+def open_output(output: str | None) -> Iterator[IO[str]]:
+    """The output file, or stdout for null, `""` or `-`."""
+    if output in (None, "", "-"):
+        yield sys.stdout
+        sys.stdout.flush()
+        return
+    try:
+        handle = Path(output).open("w", encoding="utf-8")
+    except OSError as e:
+        raise DataError(f"cannot write the output: {e.strerror or e}", output) from None
+    with handle:
+        yield handle
+
+
+@contextlib.contextmanager
+def progress_bar(source: Input, shown: bool):
+    """`advance(sentences, tokens)` for a bar on stderr over the input's bytes (a counter for
+    stdin); a no-op when not `shown` or when stderr is not a terminal."""
+    if not (shown and sys.stderr.isatty()):
+        yield lambda sentences, tokens: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = [TextColumn("predict"), BarColumn(), TextColumn("{task.fields[done]}"),
+               TimeElapsedColumn()]
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("predict", total=source.size, done="")
+
+        def advance(sentences: int, tokens: int) -> None:
+            bar.update(task, completed=source.bytes_read,
+                       done=f"{sentences:,} sentences, {tokens:,} tokens")
+
+        yield advance
+
+
+def load_predictor(ckpt: str, device: str = "cpu"):
+    """The `Predictor` of a checkpoint, or the `OnnxRunner` of an exported model."""
+    if is_onnx(ckpt):
+        return OnnxRunner.from_path(ckpt)
+    # imported here: an exported model needs neither the model code nor Lightning
+    from birnn.inference import Predictor
+
+    return Predictor.from_checkpoint(ckpt, device=device)
+
+
 def predict(cfg: DictConfig) -> dict:
     """Read `cfg.input`, label it with `cfg.ckpt`, write `cfg.output` (stdout when null).
+
+    The input is read and labelled `CHUNK` sentences at a time, each chunk sorted by length
+    into batches and written in input order, so memory does not grow with the input.
 
     Returns a summary: sentences, tokens, input format, output format, seconds.
     """
     started = time.time()
-    if is_onnx(cfg.ckpt):
-        predictor = OnnxRunner.from_path(cfg.ckpt)
-    else:  # imported here: an exported model needs neither the model code nor Lightning
-        from birnn.inference import Predictor
-
-        predictor = Predictor.from_checkpoint(cfg.ckpt, device=cfg.get("device", "cpu"))
+    predictor = load_predictor(str(cfg.ckpt), cfg.get("device", "cpu"))
     fmt = output_format(cfg.get("format", "auto"), predictor.task)
-    sentences, input_format = read_sentences(str(cfg.input), cfg.get("input_format", "auto"),
+    source = Input(str(cfg.input))
+    sentences, input_format = read_sentences(source, cfg.get("input_format", "auto"),
                                              cfg.get("token_column", 0))
-    predictions = predictor.predict(sentences, batch_size=cfg.get("batch_size", 256),
-                                    scores=fmt == "jsonl")
     output = cfg.get("output")
-    if output in (None, "", "-"):
-        write_predictions(sys.stdout, predictor.task, fmt, sentences, predictions)
-        sys.stdout.flush()
-    else:
-        try:
-            with Path(output).open("w", encoding="utf-8") as f:
-                write_predictions(f, predictor.task, fmt, sentences, predictions)
-        except OSError as e:
-            raise DataError(f"cannot write the output: {e.strerror or e}", output) from None
-    summary = {
-        "sentences": len(sentences),
-        "tokens": sum(len(s) for s in sentences),
-        "input_format": input_format,
-        "format": fmt,
-        "seconds": time.time() - started,
-    }
+    count = tokens = 0
+    with open_output(output) as out, progress_bar(source, cfg.get("progress", True)) as advance:
+        while chunk := list(itertools.islice(sentences, CHUNK)):
+            predictions = predictor.predict(chunk, batch_size=cfg.get("batch_size", 256),
+                                            scores=fmt == "jsonl")
+            write_predictions(out, predictor.task, fmt, chunk, predictions)
+            count, tokens = count + len(chunk), tokens + sum(map(len, chunk))
+            advance(count, tokens)
+    summary = {"sentences": count, "tokens": tokens, "input_format": input_format,
+               "format": fmt, "seconds": time.time() - started}
     log.info("predict: %d sentences (%s input), %d tokens, %s output to %s in %.1f s",
-             summary["sentences"], input_format, summary["tokens"], fmt,
-             output or "stdout", summary["seconds"])
+             count, input_format, tokens, fmt, output or "stdout", summary["seconds"])
     return summary
