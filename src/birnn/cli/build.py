@@ -47,7 +47,9 @@ def make_datamodule(cfg: DictConfig) -> SequenceDataModule:
     """`cfg.data`, set up for fitting (splits read, vocabularies built on train, the word
     vocabulary extended with the words of `model.embeddings.pretrained`, when set)."""
     log.info("data: %s", cfg.data._target_)
-    datamodule = instantiate(cfg.data, **vector_words(cfg))
+    # the words reach the constructor as they are, not through OmegaConf (which would read
+    # GloVe's "???" as a missing value)
+    datamodule = instantiate(cfg.data, _partial_=True)(**vector_words(cfg))
     datamodule.setup("fit")
     return datamodule
 
