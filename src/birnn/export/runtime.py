@@ -34,12 +34,15 @@ def is_onnx(path: str | Path) -> bool:
 
 class Lookup:
     """A vocabulary as exported (`Vocab.state_dict()` in JSON): token -> id, lower-cased
-    first where the vocabulary is, unknown tokens to its `unk` entry."""
+    first where the vocabulary is; an unknown token takes the id of its lower-cased form
+    where the vocabulary has `lower_fallback` (extended with pretrained vectors) and that
+    form is known, else the `unk` entry's."""
 
     def __init__(self, state: dict):
         self.itos = list(state["itos"])
         self.stoi = {s: i for i, s in enumerate(self.itos)}
         self.lower = bool(state.get("lower", False))
+        self.lower_fallback = bool(state.get("lower_fallback", False))
         unk = state.get("unk")
         self.unk = self.stoi[unk] if unk is not None else None
 
@@ -47,6 +50,8 @@ class Lookup:
         tokens = [t.lower() for t in tokens] if self.lower else list(tokens)
         if self.unk is None:
             return [self.stoi[t] for t in tokens]
+        if self.lower_fallback:
+            return [self.stoi.get(t, self.stoi.get(t.lower(), self.unk)) for t in tokens]
         return [self.stoi.get(t, self.unk) for t in tokens]
 
 
