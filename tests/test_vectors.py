@@ -343,3 +343,24 @@ def test_run_extends_the_vocabulary_and_predicts_without_the_package(trained_run
     expected = f1_score([tags.split() for _, tags in DEV], predicted)
     result = evaluate(eval_cfg(tmp_path / "eval", run, "split=validation", "predictions=false"))
     assert result["validation"]["f1"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_onnx_export_keeps_the_fixed_rows_and_the_lower_cased_lookup(trained_run, tmp_path,
+                                                                       monkeypatch):
+    pytest.importorskip("onnxruntime")
+    from birnn.checkpoint import load_model
+    from birnn.export.onnx import export_onnx
+    from birnn.export.runtime import OnnxRunner
+
+    run, _ = trained_run
+    unimportable(monkeypatch)
+    model, vocabularies = load_model(run)
+    runner = OnnxRunner.from_path(export_onnx(model, vocabularies, tmp_path / "export"))
+    sentence = ["Toronto", "in", "BANGKOK", "zzyzx", "Qwertyuiop", "Paris"]
+    itos = vocabularies["words"]["itos"]
+    ids = runner.words.encode(sentence)
+    assert [itos[i] for i in ids] == ["toronto", "in", "bangkok", "zzyzx", "<unk>", "Paris"]
+    batch = next(Predictor(model, vocabularies).batches([sentence]))
+    with torch.no_grad():
+        expected = model(batch["words"], batch["lengths"], **model.features(batch))
+    np.testing.assert_allclose(runner.outputs([sentence]), expected.numpy(), atol=1e-5)
