@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from birnn.decoding import Lattice, decode
+from birnn.decoding import Lattice, decode, viterbi
 from birnn.errors import ConfigError, DataError
 from birnn.tags import word_shape
 
@@ -143,12 +143,15 @@ class OnnxRunner:
             batch = order[start:start + batch_size]
             tokens = [list(sentences[i]) for i in batch]
             out = self.outputs(tokens)
-            if self.task == "tagging":
+            if self.task == "tagging" and scores:
                 lengths = np.array([len(t) for t in tokens])
                 for i, d in zip(batch, decode(out, lengths, self.lattice, self.labels),
                                 strict=True):
-                    results[i] = d.named(self.labels) if scores else \
-                        [self.labels[j] for j in d.tags]
+                    results[i] = d.named(self.labels)
+            elif self.task == "tagging":  # the tags alone: Viterbi, without the marginals
+                lengths = np.array([len(t) for t in tokens])
+                for i, path in zip(batch, viterbi(out, lengths, self.lattice), strict=True):
+                    results[i] = [self.labels[j] for j in path]
             else:
                 logits = out.astype(np.float64)
                 probs = np.exp(logits - logits.max(-1, keepdims=True))
