@@ -121,11 +121,9 @@ def char_ids(chars: Vocab, tokens: list[str]):
     import torch
 
     width = max(1, max((len(t) for t in tokens), default=1))
-    out = torch.zeros(len(tokens), width, dtype=torch.int64)
-    for i, token in enumerate(tokens):
-        if token:
-            out[i, : len(token)] = torch.tensor(chars.encode(token), dtype=torch.int64)
-    return out
+    # one tensor from padded lists: a tensor per word costs more than its characters
+    rows = [chars.encode(token) + [0] * (width - len(token)) for token in tokens]
+    return torch.tensor(rows, dtype=torch.int64).view(len(tokens), width)
 
 
 def pad_chars(sentences: list):
