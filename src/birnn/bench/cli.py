@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 import birnn.bench
-from birnn.bench import keras_model, machine, paths
+from birnn.bench import keras_model, machine, paths, predict_speed
 from birnn.bench.cases import run_config
 from birnn.bench.grid import (
     FULL_GRID,
@@ -51,6 +51,7 @@ class Mode:
 # first whose `wanted` is true runs, else the encoder grid does.
 MODES: tuple[Mode, ...] = (
     Mode(keras_model.add_arguments, keras_model.wanted, keras_model.run),
+    Mode(predict_speed.add_arguments, predict_speed.wanted, predict_speed.run),
 )
 
 

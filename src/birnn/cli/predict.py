@@ -240,11 +240,23 @@ def load_predictor(ckpt: str, device: str = "cpu"):
     return Predictor.from_checkpoint(ckpt, device=device)
 
 
+def label_stream(predictor, sentences: Iterator[list[str]], out: IO[str], fmt: str,
+                 batch_size: int = 256, advance=lambda sentences, tokens: None) -> tuple[int, int]:
+    """Label `sentences` with `predictor` (`Predictor` or `OnnxRunner`) and write them to
+    `out` in `fmt`, `CHUNK` sentences at a time (each chunk sorted by length into batches,
+    written in input order), so memory does not grow with the input. Returns the sentences
+    and tokens labelled."""
+    count = tokens = 0
+    while chunk := list(itertools.islice(sentences, CHUNK)):
+        predictions = predictor.predict(chunk, batch_size=batch_size, scores=fmt == "jsonl")
+        write_predictions(out, predictor.task, fmt, chunk, predictions)
+        count, tokens = count + len(chunk), tokens + sum(map(len, chunk))
+        advance(count, tokens)
+    return count, tokens
+
+
 def predict(cfg: DictConfig) -> dict:
     """Read `cfg.input`, label it with `cfg.ckpt`, write `cfg.output` (stdout when null).
-
-    The input is read and labelled `CHUNK` sentences at a time, each chunk sorted by length
-    into batches and written in input order, so memory does not grow with the input.
 
     Returns a summary: sentences, tokens, input format, output format, seconds.
     """
@@ -255,14 +267,9 @@ def predict(cfg: DictConfig) -> dict:
     sentences, input_format = read_sentences(source, cfg.get("input_format", "auto"),
                                              cfg.get("token_column", 0))
     output = cfg.get("output")
-    count = tokens = 0
     with open_output(output) as out, progress_bar(source, cfg.get("progress", True)) as advance:
-        while chunk := list(itertools.islice(sentences, CHUNK)):
-            predictions = predictor.predict(chunk, batch_size=cfg.get("batch_size", 256),
-                                            scores=fmt == "jsonl")
-            write_predictions(out, predictor.task, fmt, chunk, predictions)
-            count, tokens = count + len(chunk), tokens + sum(map(len, chunk))
-            advance(count, tokens)
+        count, tokens = label_stream(predictor, sentences, out, fmt,
+                                     cfg.get("batch_size", 256), advance)
     summary = {"sentences": count, "tokens": tokens, "input_format": input_format,
                "format": fmt, "seconds": time.time() - started}
     log.info("predict: %d sentences (%s input), %d tokens, %s output to %s in %.1f s",
