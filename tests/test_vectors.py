@@ -22,7 +22,6 @@ import pytest
 import torch
 from conftest import make_config
 from seqeval.metrics import f1_score
-from test_evaluate_predict import eval_cfg
 
 from birnn.cli.app import EXIT_USER_ERROR, user_errors_exit
 from birnn.cli.build import make_datamodule
@@ -341,7 +340,10 @@ def test_run_extends_the_vocabulary_and_predicts_without_the_package(trained_run
     # evaluate.py scores the dev split as seqeval scores the predictor's tags
     predicted = predictor.predict([text.split() for text, _ in DEV])
     expected = f1_score([tags.split() for _, tags in DEV], predicted)
-    result = evaluate(eval_cfg(tmp_path / "eval", run, "split=validation", "predictions=false"))
+    cfg = make_config(tmp_path / "eval", f"ckpt={run}", "split=validation", "predictions=false",
+                      "trainer.enable_progress_bar=false", config_name="evaluate",
+                      test_overrides=False)
+    result = evaluate(cfg)
     assert result["validation"]["f1"] == pytest.approx(expected, abs=1e-6)
 
 
