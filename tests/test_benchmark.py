@@ -236,3 +236,27 @@ def test_implementations_compute_the_same_stack(cell, merge):
                 torch.testing.assert_close(out, outputs["layered-loop"], msg=name)
         else:
             torch.testing.assert_close(outputs["birnn-layered"], outputs["birnn-packed"])
+
+
+def test_predict_mode_times_each_backend_on_the_whole_input(tmp_path, monkeypatch):
+    """`--predict ckpt=PATH`: every backend labels every sentence and token of the input, and
+    each start-up figure comes from a predict.py process that succeeded."""
+    from birnn.bench import predict_speed
+    from birnn.data import read_column_file
+
+    monkeypatch.setattr(predict_speed, "ROUNDS", 1)
+    monkeypatch.setattr(predict_speed, "STARTS", 1)
+    source = ROOT / "data" / "sample_ner" / "test.txt"
+    ckpt = ROOT / "tests" / "fixtures" / "checkpoints" / "tagger.ckpt"
+    assert cli.main(["--predict", f"ckpt={ckpt}", "--predict-input", str(source),
+                     "--out", str(tmp_path), "--threads", "1"]) == 0
+    header, *rows = json.loads((tmp_path / "predict.json").read_text())
+    sentences = list(read_column_file(source))
+    expected = {"torch-fp32", "onnxruntime"} | ({"torch-bf16"} if cpu_supports_bf16() else set())
+    assert {r["backend"] for r in rows} == expected and header["threads"] == 1
+    for row in rows:
+        assert row["sentences"] == len(sentences)
+        assert row["tokens"] == sum(len(s["tokens"]) for s in sentences)
+        assert row["tokens_s"] == pytest.approx(row["tokens"] / row["seconds"])
+        assert row["backend"] == "torch-bf16" or row["start_up_s"] > 0
+    assert "| onnxruntime |" in (tmp_path / "predict.md").read_text()
