@@ -6,12 +6,17 @@ config named on the command line (`data=conll data.dir=PATH`); `data.dir=PATH` a
 another folder with the run's settings. The data is encoded with the checkpoint's
 vocabularies, never with vocabularies rebuilt from the data, so ids and labels mean what they
 meant in training and the scores on the run's own test split equal the ones it reported.
+
+With `robustness=true` the split is also scored under each perturbation of
+`birnn.data.augment` (`birnn.metrics.robustness`): `robustness.md`, `robustness.png` and the
+scores under `robustness` in `metrics.json`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 import lightning as L
@@ -21,10 +26,13 @@ from omegaconf import DictConfig, OmegaConf
 from birnn.checkpoint import checkpoint_path, load_model
 from birnn.cli.console import quiet_third_parties
 from birnn.cli.report import predict_split, print_scores, write_predictions
+from birnn.config.base import check
+from birnn.config.data import NoiseSchema
 from birnn.config.train import validate_data
 from birnn.data.datamodule import SPLITS, SequenceDataModule
 from birnn.errors import ConfigError, DataError
 from birnn.metrics.calibration import BINS, calibration
+from birnn.metrics.robustness import CLEAN, KINDS, perturbed_split, split_seed, write_report
 
 log = logging.getLogger("birnn")
 
@@ -70,6 +78,40 @@ def data_config(cfg: DictConfig, ckpt: Path) -> DictConfig:
     return OmegaConf.merge(data, extra) if extra else data
 
 
+# ---------------------------------------------------------------------------- robustness
+
+
+def robustness(trainer: L.Trainer, model, datamodule: SequenceDataModule, split: str,
+               clean: dict, noise: NoiseSchema, out: Path) -> dict:
+    """Score `split` under each perturbation (`birnn.metrics.robustness`), beside its
+    `clean` scores; write the table and chart into `out`. Returns what `metrics.json` keeps:
+    the split's seed, the noise rates, the headline score per perturbation, all scores."""
+    data = datamodule.splits[split]
+    seed = split_seed(data.tokens)
+    key = "f1" if datamodule.task == "tagging" else "acc"
+    scores, seconds = {CLEAN: clean}, {}
+    for kind in KINDS:
+        start = time.perf_counter()
+        name = f"{split}:{kind}"  # a split of its own while it is scored
+        datamodule.splits[name] = datamodule.encode(
+            perturbed_split(kind, data.tokens, seed, noise.rate, noise.ocr_rate), data.gold)
+        try:
+            results = trainer.test(model, dataloaders=datamodule.eval_dataloader(name),
+                                   verbose=False)[0]
+        finally:
+            del datamodule.splits[name]
+        scores[kind] = {k.removeprefix("test/"): float(v) for k, v in results.items()}
+        seconds[kind] = round(time.perf_counter() - start, 2)
+        log.info("robustness: %s %s %.2f", kind, key, 100 * scores[kind][key])
+    if trainer.is_global_zero:
+        write_report(scores, key, out, f"{datamodule.source} {split}", noise.rate,
+                     noise.ocr_rate)
+    return {"seed": seed, "rate": noise.rate, "ocr_rate": noise.ocr_rate, "key": key,
+            key: {kind: result[key] for kind, result in scores.items()},
+            "scores": scores, "seconds": seconds,
+            "table": "robustness.md", "chart": "robustness.png"}
+
+
 # -------------------------------------------------------------------------------- command
 
 
@@ -82,6 +124,9 @@ def evaluate(cfg: DictConfig) -> dict:
     split = cfg.get("split", "test")
     if split not in SPLITS:
         raise ConfigError(f"split: unknown {split!r} (valid: {', '.join(SPLITS)})")
+    noise = check(NoiseSchema, OmegaConf.to_container(cfg.get("noise") or {}), "noise")
+    if not isinstance(cfg.get("robustness", False), bool):
+        raise ConfigError(f"robustness: must be true or false, got {cfg.robustness!r}")
     out = Path(cfg.paths.output_dir)
     ckpt = checkpoint_path(cfg.ckpt)
     model, vocabularies = load_model(ckpt)
@@ -105,6 +150,8 @@ def evaluate(cfg: DictConfig) -> dict:
         chart = out / f"{split}_calibration.png"
         ece = calibration(model, datamodule.eval_dataloader(split), chart)
         metrics["calibration"] = {"ece": ece, "bins": BINS, "chart": chart.name}
+    if cfg.get("robustness", False):
+        metrics["robustness"] = robustness(trainer, model, datamodule, split, scores, noise, out)
     # every process predicts (a collective call under DDP); the first one writes
     predictions = predict_split(trainer, model, datamodule, split) \
         if cfg.get("predictions", True) else None

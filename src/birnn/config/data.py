@@ -36,7 +36,16 @@ class FieldsSchema(Schema):
 Share = Number(0, 1, open_high=False)  # a probability that may be 1
 
 
-class AugmentSchema(Schema):
+class NoiseSchema(Schema):
+    """How much the character perturbations change (`birnn.data.augment`); also the
+    robustness report's `noise` (`evaluate.py robustness=true`)."""
+
+    # character error rate of typo and keyboard; textnoisr's swaps cannot reach above 0.5
+    rate: Number(0, 0.5, open_low=True, open_high=False) = 0.05
+    ocr_rate: Number(0, 1, open_low=True, open_high=False) = 0.3  # of the confusable places
+
+
+class AugmentSchema(NoiseSchema):
     """`data.augment` (`birnn.data.augment`): per training sentence and epoch, the
     probability of each perturbation; a sentence gets at most one, so they add up to the
     fraction of sentences perturbed. All zero (the default): batches as read."""
@@ -47,9 +56,6 @@ class AugmentSchema(Schema):
     typo: Share = 0.0
     keyboard: Share = 0.0
     ocr: Share = 0.0
-    # character error rate of typo and keyboard; textnoisr's swaps cannot reach above 0.5
-    rate: Number(0, 0.5, open_low=True, open_high=False) = 0.05
-    ocr_rate: Number(0, 1, open_low=True, open_high=False) = 0.3  # of the confusable places
 
     @model_validator(mode="after")
     def _one_per_sentence(self):
