@@ -11,11 +11,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import SAMPLE_NER, make_config
+from conftest import ROOT, SAMPLE_NER, make_config
 from hydra.utils import instantiate
 
 from birnn.config.train import validate_data
-from birnn.data import TaggingDataModule, read_column_file
+from birnn.data import ClassificationDataModule, TaggingDataModule, read_column_file
 from birnn.data.augment import (
     KEYBOARD_NEIGHBOURS,
     Augmentation,
@@ -240,6 +240,22 @@ def test_off_by_default_batches_are_as_read(small, tmp_path):
     bare = TaggingDataModule(dir=str(small), chars=cfg.data.chars, batch_size=16, seed=3)
     bare.setup("fit")
     assert same_batches(batches, epoch_batches(bare, 1))
+
+
+def test_sentence_classification_batches_are_augmented_too(tmp_path):
+    folder = ROOT / "data" / "sample_sentiment"
+    dm = ClassificationDataModule(dir=str(folder), batch_size=16, seed=3,
+                                  augment={"upper": 1.0})
+    dm.setup("fit")
+    plain = ClassificationDataModule(dir=str(folder), batch_size=16, seed=3)
+    plain.setup("fit")
+    batches = epoch_batches(dm, 0)
+    for b, p in zip(batches, epoch_batches(plain, 0), strict=True):
+        assert torch.equal(b["label"], p["label"]) and torch.equal(b["index"], p["index"])
+        for j, i in enumerate(b["index"].tolist()):
+            tokens = dm.splits["train"].tokens[i]
+            assert b["words"][j, : len(tokens)].tolist() == \
+                dm.words.encode([t.upper() for t in tokens])
 
 
 # -------------------------------------------------------------------------------- config
