@@ -40,7 +40,6 @@ from textnoisr.noise import CharNoiseAugmenter
 from torch.utils.data import Sampler
 
 KINDS = ("lower", "upper", "title", "typo", "keyboard", "ocr")
-CHARACTER_NOISE = ("typo", "keyboard", "ocr")  # the kinds that take a rate
 
 # ------------------------------------------------------------------------- the perturbations
 
