@@ -257,6 +257,12 @@ def test_auto_takes_birnn_gru_on_cpu_with_the_kernel_or_faster_onednn_unless_pac
     # only the GRU layers of a mixed stack take it; the others run padded alongside
     plan = BiRNN(INPUT, 4, ["lstm", "gru"], gru="birnn").plan(torch.device("cpu"), 6)
     assert plan.layers == ("reversed", "birnn_gru")
+    # inference: PyTorch's GRU in fp32, birnn's under bf16 autocast or when asked for
+    with torch.no_grad():
+        assert not birnn_gru(BiRNN(INPUT, 4, "gru"), "cpu")
+        assert birnn_gru(BiRNN(INPUT, 4, "gru", gru="birnn"), "cpu")
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert birnn_gru(BiRNN(INPUT, 4, "gru"), "cpu") == faster
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [

@@ -8,9 +8,10 @@ docs/performance.md, "How `auto` chooses":
 
 - ``impl``: the fused multi-layer module on CUDA (one cuDNN call) for stacks it can express;
   layer by layer elsewhere.
-- ``gru``: birnn's GRU recurrence on CPU where its C kernel could be built
-  (`birnn.encoder.native`) or oneDNN's matmul measures faster than the BLAS's
-  (`birnn.encoder.gru.onednn_is_faster`), unless ``ragged="pack"``; PyTorch's elsewhere.
+- ``gru``: birnn's GRU recurrence on CPU, in training or under bf16 autocast, where its C
+  kernel could be built (`birnn.encoder.native`) or oneDNN's matmul measures faster than the
+  BLAS's (`birnn.encoder.gru.onednn_is_faster`), unless ``ragged="pack"``; PyTorch's
+  elsewhere (fp32 inference included: there the recurrence saves no backward pass).
 - ``directions``: the two directions on two threads for GRU layers that PyTorch's
   recurrence runs, in training on CPU with two or more intra-op threads, for batches of at
   least `AUTO_CONCURRENT_MIN_STEPS` steps, unless ``ragged="pack"``; serial otherwise.
@@ -105,6 +106,7 @@ def choose(options: EncoderSchema, device: torch.device, steps: int, ragged: boo
 
     birnn_gru = "gru" in cells and (options.gru == "birnn" or (
         options.gru == "auto" and kind in AUTO_BIRNN_GRU_DEVICES and options.ragged != "pack"
+        and (grad or _bf16_autocast(kind))
         and (native.gru_kernel() is not None or gru_module.onednn_is_faster())))
     concurrent = _concurrent(options, kind, steps, grad)
     layers = [BIRNN_GRU if birnn_gru and cell == "gru" else CONCURRENT if on else JOINT
@@ -127,6 +129,11 @@ def _concurrent(options: EncoderSchema, kind: str, steps: int, grad: bool) -> li
             or steps < AUTO_CONCURRENT_MIN_STEPS):
         return serial
     return [cell == "gru" for cell in options.cells]
+
+
+def _bf16_autocast(kind: str) -> bool:
+    # whether matmuls on this device run in bf16 (autocast)
+    return torch.is_autocast_enabled(kind) and torch.get_autocast_dtype(kind) == torch.bfloat16
 
 
 def _reverse(options: EncoderSchema, kind: str, grad: bool) -> bool:
