@@ -36,7 +36,6 @@ import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from textnoisr.noise import CharNoiseAugmenter
 from torch.utils.data import Sampler
 
 KINDS = ("lower", "upper", "title", "typo", "keyboard", "ocr")
@@ -85,6 +84,10 @@ def title(tokens: Sequence[str]) -> list[str]:
 
 def typos(tokens: Sequence[str], rate: float, rng: random.Random) -> list[str]:
     """Random insertions, deletions, swaps and substitutions, `rate` of the characters."""
+    # imported here: textnoisr loads scipy and `datasets`, which prediction and runs without
+    # typo noise do not need
+    from textnoisr.noise import CharNoiseAugmenter
+
     noise = CharNoiseAugmenter(rate, seed=rng.getrandbits(64))
     # a single character cannot be swapped (textnoisr's rate correction fails to converge)
     single = CharNoiseAugmenter(rate, actions=("insert", "substitute", "delete"),

@@ -13,8 +13,8 @@ import functools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import datasets
 import lightning as L
 import torch
 from torch.nn.utils.rnn import pad_sequence
@@ -22,9 +22,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from birnn.data.augment import Augmentation, EpochBatches
 from birnn.data.sampler import BucketBatchSampler
-from birnn.data.sources import load_hub, load_local_split
 from birnn.data.vocab import Vocab
 from birnn.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    import datasets
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +165,10 @@ class SequenceDataModule(L.LightningDataModule):
 
     def load_raw(self) -> dict[str, datasets.Dataset]:
         """Each split as a Dataset with standard columns (see `birnn.data.sources`)."""
+        # imported here: `datasets` takes a second to import, and prediction encodes text
+        # with a data module that never reads a split
+        from birnn.data.sources import load_hub, load_local_split
+
         if self.dir is not None:
             return {split: load_local_split(path, self.format, self.task, self.fields,
                                             self.token_column, self.tag_column,
