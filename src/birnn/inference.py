@@ -17,6 +17,7 @@ from birnn.checkpoint import load_model
 from birnn.data import ClassificationDataModule, SequenceDataModule, TaggingDataModule
 from birnn.decoding import Lattice, decode
 from birnn.errors import ConfigError
+from birnn.export.runtime import BATCH_SIZE
 from birnn.models.base import BiRNNModule
 
 DATA_MODULES: dict[str, type[SequenceDataModule]] = {"tagging": TaggingDataModule,
@@ -73,7 +74,7 @@ class Predictor:
         return cls(*load_model(path), device)
 
     def batches(self, sentences: Sequence[Sequence[str]],
-                batch_size: int = 256) -> Iterator[dict[str, torch.Tensor]]:
+                batch_size: int = BATCH_SIZE) -> Iterator[dict[str, torch.Tensor]]:
         """The non-empty sentences as the data module batches them, longest first; each
         batch's `index` holds the sentences' positions in `sentences`."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -87,7 +88,7 @@ class Predictor:
             yield {k: v.to(self.device) for k, v in batch.items()}
 
     @torch.inference_mode()
-    def predict(self, sentences: Sequence[Sequence[str]], batch_size: int = 256,
+    def predict(self, sentences: Sequence[Sequence[str]], batch_size: int = BATCH_SIZE,
                 scores: bool = False) -> list:
         """Labels for each sentence, in order: a tag list (tagger) or `(label, probability)`
         (sentence classifier). With `scores`, a tagger gives `{"tags", "scores", "spans"}`
@@ -119,6 +120,6 @@ class Predictor:
                 results[i] = sentence.named(self.labels)
         return results
 
-    def predict_text(self, lines: Sequence[str], batch_size: int = 256) -> list:
+    def predict_text(self, lines: Sequence[str], batch_size: int = BATCH_SIZE) -> list:
         """`predict` for lines of text, one sentence per line, split at whitespace."""
         return self.predict([line.split() for line in lines], batch_size)

@@ -30,6 +30,7 @@ import torch
 
 from birnn.bench import machine
 from birnn.bench.grid import runs_here
+from birnn.export.runtime import BATCH_SIZE
 from birnn.hardware import CPU_BF16_MISSING
 
 ROUNDS = 3  # timed passes over the input per backend (median)
@@ -43,7 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "the encoder grid)")
     p.add_argument("--predict-input", type=Path, metavar="FILE",
                    help="--predict: the text to label (default: the run's test split)")
-    p.add_argument("--predict-batch", type=int, default=256,
+    p.add_argument("--predict-batch", type=int, default=BATCH_SIZE,
                    help="--predict: sentences per batch (predict.py's batch_size)")
 
 

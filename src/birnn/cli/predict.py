@@ -39,7 +39,7 @@ from omegaconf import DictConfig
 
 from birnn.data.columns import DOCSTART, read_columns
 from birnn.errors import ConfigError, DataError
-from birnn.export.runtime import OnnxRunner, is_onnx
+from birnn.export.runtime import BATCH_SIZE, OnnxRunner, is_onnx
 
 log = logging.getLogger("birnn")
 
@@ -47,7 +47,7 @@ INPUT_FORMATS = ("auto", "text", "columns")
 OUTPUT_FORMATS = {"tagging": ("conll", "jsonl"), "classification": ("tsv", "jsonl")}
 DETECT_LINES = 2000  # non-blank lines looked at to tell a column file from plain text
 # sentences labelled at a time: memory stays bounded on any input, and sorting this many by
-# length fills batches of 256 nearly as evenly as sorting the whole input
+# length fills batches nearly as evenly as sorting the whole input
 CHUNK = 8192
 
 
@@ -241,7 +241,8 @@ def load_predictor(ckpt: str, device: str = "cpu"):
 
 
 def label_stream(predictor, sentences: Iterator[list[str]], out: IO[str], fmt: str,
-                 batch_size: int = 256, advance=lambda sentences, tokens: None) -> tuple[int, int]:
+                 batch_size: int = BATCH_SIZE,
+                 advance=lambda sentences, tokens: None) -> tuple[int, int]:
     """Label `sentences` with `predictor` (`Predictor` or `OnnxRunner`) and write them to
     `out` in `fmt`, `CHUNK` sentences at a time (each chunk sorted by length into batches,
     written in input order), so memory does not grow with the input. Returns the sentences
@@ -269,7 +270,7 @@ def predict(cfg: DictConfig) -> dict:
     output = cfg.get("output")
     with open_output(output) as out, progress_bar(source, cfg.get("progress", True)) as advance:
         count, tokens = label_stream(predictor, sentences, out, fmt,
-                                     cfg.get("batch_size", 256), advance)
+                                     cfg.get("batch_size", BATCH_SIZE), advance)
     summary = {"sentences": count, "tokens": tokens, "input_format": input_format,
                "format": fmt, "seconds": time.time() - started}
     log.info("predict: %d sentences (%s input), %d tokens, %s output to %s in %.1f s",

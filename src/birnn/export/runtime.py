@@ -24,6 +24,9 @@ from birnn.tags import word_shape
 ONNX_FILE = "model.onnx"  # the names `birnn.export.onnx` writes
 VOCAB_FILE = "vocabularies.json"
 LABELS_FILE = "labels.json"
+# sentences per forward pass, of both prediction paths: the fastest measured on CPU, where
+# larger batches overflow the caches (docs/performance.md, "Prediction")
+BATCH_SIZE = 32
 
 
 def is_onnx(path: str | Path) -> bool:
@@ -129,7 +132,7 @@ class OnnxRunner:
         """The graph's output for non-empty sentences: emissions (B, T, L) or logits (B, C)."""
         return self.session.run(None, self.arrays(sentences))[0]
 
-    def predict(self, sentences: Sequence[Sequence[str]], batch_size: int = 256,
+    def predict(self, sentences: Sequence[Sequence[str]], batch_size: int = BATCH_SIZE,
                 scores: bool = False) -> list:
         """Labels for each sentence, in order, with their scores if `scores` (taggers);
         batches of similar lengths."""
