@@ -40,9 +40,11 @@ def baseline():
 
 @pytest.mark.parametrize("merge", ["concat", "sum", "mul", "ave", "[concat,none]"])
 def test_sample_trains_above_baseline_for_each_merge(cfg_factory, merge, baseline):
-    # 8 of the default 10 epochs: mul (a product of two tanh outputs, small gradients at the
-    # start) is the slowest merge to learn on the sample
-    metrics = train(cfg_factory(f"encoder.merge={merge}", "trainer.max_epochs=8"))
+    # 5 epochs at 2.5x the default rate: mul (a product of two tanh outputs, small gradients
+    # at the start) is the slowest merge to learn on the sample (test F1 0.53 after 3 such
+    # epochs, 0.87 after 5; the others 0.94-0.99)
+    metrics = train(cfg_factory(f"encoder.merge={merge}", "trainer.max_epochs=5",
+                                "model.optimizer.lr=0.005"))
     assert metrics["val"]["f1"] > max(0.5, baseline + 0.05), (metrics["val"], baseline)
     assert metrics["test"]["f1"] > max(0.5, baseline + 0.05)
 
