@@ -249,11 +249,13 @@ def test_predict_mode_times_each_backend_on_the_whole_input(tmp_path, monkeypatc
     source = ROOT / "data" / "sample_ner" / "test.txt"
     ckpt = ROOT / "tests" / "fixtures" / "checkpoints" / "tagger.ckpt"
     assert cli.main(["--predict", f"ckpt={ckpt}", "--predict-input", str(source),
-                     "--out", str(tmp_path), "--threads", "1"]) == 0
+                     "--predict-batch", "8,32", "--out", str(tmp_path), "--threads", "1"]) == 0
     header, *rows = json.loads((tmp_path / "predict.json").read_text())
     sentences = list(read_column_file(source))
-    expected = {"torch-fp32", "onnxruntime"} | ({"torch-bf16"} if cpu_supports_bf16() else set())
-    assert {r["backend"] for r in rows} == expected and header["threads"] == 1
+    backends = {"torch-fp32", "onnxruntime"} | ({"torch-bf16"} if cpu_supports_bf16() else set())
+    assert {(r["backend"], r["batch_size"]) for r in rows} == {
+        (b, n) for b in backends for n in (8, 32)}
+    assert header["threads"] == 1
     for row in rows:
         assert row["sentences"] == len(sentences)
         assert row["tokens"] == sum(len(s["tokens"]) for s in sentences)

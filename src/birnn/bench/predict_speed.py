@@ -44,8 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "the encoder grid)")
     p.add_argument("--predict-input", type=Path, metavar="FILE",
                    help="--predict: the text to label (default: the run's test split)")
-    p.add_argument("--predict-batch", type=int, default=BATCH_SIZE,
-                   help="--predict: sentences per batch (predict.py's batch_size)")
+    p.add_argument("--predict-batch", default=str(BATCH_SIZE), metavar="N[,N...]",
+                   help=f"--predict: sentences per batch, one or a comma list (predict.py's "
+                        f"batch_size, default {BATCH_SIZE})")
 
 
 def wanted(args: argparse.Namespace) -> bool:
@@ -57,15 +58,22 @@ def run(args: argparse.Namespace) -> int:
 
     ckpt = checkpoint_path(args.predict.removeprefix("ckpt="))
     source = args.predict_input or test_split(ckpt)
+    try:
+        batches = [int(b) for b in args.predict_batch.split(",")]
+    except ValueError:
+        batches = []
+    if not batches or min(batches) < 1:
+        raise SystemExit(f"--predict-batch: integers >= 1, e.g. 32,256 "
+                         f"(got {args.predict_batch!r})")
     torch.set_num_threads(args.threads or machine.cores())
     with tempfile.TemporaryDirectory() as tmp:
         backends = load_backends(ckpt, Path(tmp))
-        rows = throughput(backends, source, Path(tmp) / "out.txt", args.predict_batch)
+        rows = throughput(backends, source, Path(tmp) / "out.txt", batches)
         starts = start_up(ckpt, backends, source, Path(tmp))
     header = {"kind": "header", "checkpoint": str(ckpt), "input": str(source),
               "cpu": machine.cpu_name(), "threads": torch.get_num_threads(),
               "cores": machine.cores(), "torch": torch.__version__,
-              "batch_size": args.predict_batch, "rounds": ROUNDS}
+              "rounds": ROUNDS}
     for row in rows:
         row["start_up_s"] = starts.get(row["backend"])
     args.out.mkdir(parents=True, exist_ok=True)
@@ -113,35 +121,40 @@ def load_backends(ckpt: Path, tmp: Path) -> dict:
     return backends
 
 
-def throughput(backends: dict, source: Path, out: Path, batch_size: int) -> list[dict]:
-    """Sentences/s and tokens/s of each backend, reading `source` and writing `out`."""
+def throughput(backends: dict, source: Path, out: Path, batches: list[int]) -> list[dict]:
+    """Sentences/s and tokens/s of each backend at each batch size, reading `source` and
+    writing `out`."""
     from birnn.cli.predict import label_stream, output_format, read_sentences
 
-    seconds: dict[str, list[float]] = {name: [] for name in backends}
+    cases = [(name, batch) for name in backends for batch in batches]
+    seconds: dict[tuple, list[float]] = {case: [] for case in cases}
     counts = {}
     for round_ in range(ROUNDS + 1):  # round 0 warms up (caches, lazy initialisation)
-        for name, (predictor, context) in backends.items():
+        for name, batch in cases:
+            predictor, context = backends[name]
             start = time.perf_counter()
             sentences, _ = read_sentences(str(source))
             with out.open("w", encoding="utf-8") as f, context():
-                counts[name] = label_stream(predictor, sentences, f,
-                                            output_format("auto", predictor.task), batch_size)
+                counts[name, batch] = label_stream(
+                    predictor, sentences, f, output_format("auto", predictor.task), batch)
             if round_:
-                seconds[name].append(time.perf_counter() - start)
+                seconds[name, batch].append(time.perf_counter() - start)
         print(f"round {round_}/{ROUNDS}: " + ", ".join(
-            f"{n} {counts[n][1] / s[-1]:,.0f} tokens/s" for n, s in seconds.items() if s))
+            f"{n} (batch {b}) {counts[n, b][1] / s[-1]:,.0f} tokens/s"
+            for (n, b), s in seconds.items() if s))
     rows = []
-    for name, times in seconds.items():
+    for (name, batch), times in seconds.items():
         median = statistics.median(times)
-        sentences, tokens = counts[name]
-        rows.append({"kind": "result", "backend": name, "sentences": sentences,
-                     "tokens": tokens, "seconds": median, "sentences_s": sentences / median,
-                     "tokens_s": tokens / median})
+        sentences, tokens = counts[name, batch]
+        rows.append({"kind": "result", "backend": name, "batch_size": batch,
+                     "sentences": sentences, "tokens": tokens, "seconds": median,
+                     "sentences_s": sentences / median, "tokens_s": tokens / median})
     return rows
 
 
 def start_up(ckpt: Path, backends: dict, source: Path, tmp: Path) -> dict[str, float]:
-    """Wall seconds of `python predict.py` on one sentence, per backend (fp32 for torch)."""
+    """Wall seconds of `python predict.py` on one sentence, per backend (fp32 for torch;
+    the batch size does not matter for one sentence)."""
     from birnn.cli.predict import read_sentences
 
     one = tmp / "one.txt"
@@ -168,14 +181,14 @@ def markdown(header: dict, rows: list[dict]) -> str:
     fastest = max(r["tokens_s"] for r in rows)
     lines = [
         f"Prediction speed: {Path(header['checkpoint']).name} on {header['input']}, "
-        f"{header['cpu']}, {header['threads']} threads, batch {header['batch_size']}, "
-        f"median of {header['rounds']} rounds",
+        f"{header['cpu']}, {header['threads']} threads, median of {header['rounds']} rounds; "
+        "start-up: predict.py on one sentence in a fresh process",
         "",
-        "| backend | sentences/s | tokens/s | vs fastest | start-up s |",
-        "|---|---:|---:|---:|---:|",
+        "| backend | batch | sentences/s | tokens/s | vs fastest | start-up s |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         start = f"{r['start_up_s']:.2f}" if r["start_up_s"] is not None else "n/a"
-        lines.append(f"| {r['backend']} | {r['sentences_s']:,.0f} | {r['tokens_s']:,.0f} | "
-                     f"{r['tokens_s'] / fastest:.2f} | {start} |")
+        lines.append(f"| {r['backend']} | {r['batch_size']} | {r['sentences_s']:,.0f} | "
+                     f"{r['tokens_s']:,.0f} | {r['tokens_s'] / fastest:.2f} | {start} |")
     return "\n".join(lines) + "\n"
