@@ -317,3 +317,47 @@ def test_deployment_doc_commands_run(trained, tmp_path):
     record = json.loads(done.stdout.strip().splitlines()[-1])
     assert len(record["scores"]) == len(record["tags"]) == 4
     assert all(0 <= s["score"] <= 1 for s in record["spans"])
+
+
+# --------------------------------------------------------- parity on the real test split
+
+
+def parity(ckpt, folder, sentences) -> tuple[bool, float]:
+    """Whether the checkpoint and its ONNX export give the same tags on every sentence, and
+    the largest difference of their token and span scores."""
+    from birnn.inference import Predictor
+
+    torch_out = Predictor.from_checkpoint(ckpt).predict(sentences, scores=True)
+    onnx_out = OnnxRunner.from_path(folder).predict(sentences, scores=True)
+    same, worst = True, 0.0
+    for a, b in zip(torch_out, onnx_out, strict=True):
+        spans_a = [(s["type"], s["start"], s["end"]) for s in a["spans"]]
+        spans_b = [(s["type"], s["start"], s["end"]) for s in b["spans"]]
+        if a["tags"] != b["tags"] or spans_a != spans_b:
+            same = False
+            continue
+        scores = [*zip(a["scores"], b["scores"], strict=True),
+                  *((x["score"], y["score"]) for x, y in zip(a["spans"], b["spans"],
+                                                             strict=True))]
+        worst = max([worst, *(abs(x - y) for x, y in scores)])
+    return same, worst
+
+
+@pytest.mark.slow  # one CoNLL-2003 epoch (a few minutes on 2 cores), then the whole test split
+def test_onnx_equals_the_checkpoint_on_the_conll2003_test_split(tmp_path):
+    from conftest import SHARED_DATA
+
+    from birnn.checkpoint import load_model
+    from birnn.cli.train import train
+    from birnn.data import read_column_file
+
+    data = SHARED_DATA / "conll2003"
+    if not data.is_dir():
+        pytest.skip(f"no CoNLL-2003 in {data}")
+    train(make_config(tmp_path, "experiment=conll2003", f"data.dir={data}",
+                      "trainer.max_epochs=1"))
+    ckpt = tmp_path / "checkpoints" / "best.ckpt"
+    folder = export_onnx(*load_model(ckpt), tmp_path / "export").parent
+    sentences = [s["tokens"] for s in read_column_file(data / "test.txt")]
+    same, worst = parity(ckpt, folder, sentences)
+    assert same and worst < 1e-4, worst
