@@ -63,6 +63,8 @@ SHRINK = (
 ELSEWHERE = {
     "python scripts/benchmark.py --quick --ragged --out docs/benchmarks/xeon":
         ["tests/test_benchmark.py::test_files_and_stdout"],
+    "python scripts/benchmark.py --predict ckpt=outputs/DATE/TIME --predict-batch 16,32,64,256":
+        ["tests/test_benchmark.py::test_predict_mode_times_each_backend_on_the_whole_input"],
     "python scripts/benchmark.py --quick --peer keras --out docs/benchmarks/xeon-keras":
         ["tests/test_benchmark.py::test_files_and_stdout",
          "tests/test_benchmark.py::test_keras_ratios_pair_each_stack_with_its_keras_row"],
