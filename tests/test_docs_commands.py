@@ -15,7 +15,8 @@ How each command is treated:
   README's first training command also really runs, shrunk by `SHRINK`, and its run folder
   stands in for `outputs/DATE/TIME` in the other commands. Commands on the real data in
   `../shared/data` really run, shrunk, under `slow` (a multirun: its first job).
-- `python evaluate.py ...`, `python predict.py ...`: run on that run folder.
+- `python evaluate.py ...`, `python predict.py ...`, `python export.py ...`: run on that run
+  folder (an exported model there is made first where a command needs it).
 - `python scripts/benchmark.py ...`: its arguments must parse; `ELSEWHERE` names the test
   that runs the script.
 - anything else must be in `ELSEWHERE`, which names the tests that run it, or on a page of
@@ -73,6 +74,13 @@ ELSEWHERE = {
          "tests/test_logging_sweeps.py::test_grid_sweep_and_summary"],
     "python scripts/overhead.py experiment=conll2003 data.dir=../shared/data/conll2003 --profile":
         ["tests/test_overhead.py::test_command_line_profile"],
+    # the same command as docs/deployment.md's, which its page test runs
+    # (as the pages' commands are kept: words re-joined by shlex)
+    "echo 'EU rejects German call' '|' python predict.py ckpt=outputs/DATE/TIME input=- "
+    "format=jsonl":
+        ["tests/test_export.py::test_deployment_doc_commands_run"],
+    "python -m birnn.keras MODEL.keras OUTDIR":
+        ["tests/test_keras.py::test_the_run_folder_is_a_checkpoint_predict_and_lightning_read"],
     # W&B servers are unreachable here: the sweep file's grid is composed instead
     "wandb sweep sweeps/wandb.yaml":
         ["tests/test_docs_commands.py::test_wandb_sweep_file_composes"],
@@ -313,8 +321,14 @@ def test_command(command: Command, request):
         run_script("evaluate.py", without_keys(substitute(argv[2:], tmp),
                                                (*shrink, f"hydra.run.dir={out}")))
         assert "test" in json.loads((out / "metrics.json").read_text())
+    elif argv[:2] == ["python", "export.py"]:
+        tmp = request.getfixturevalue("workdir")
+        run_script("export.py", substitute(argv[2:], tmp))
+        assert (tmp / "run" / "export" / "model.onnx").is_file()
     elif argv[:2] == ["python", "predict.py"]:
         tmp = request.getfixturevalue("workdir")
+        if f"{RUN_DIR}/export/" in command.text and not (tmp / "run" / "export").is_dir():
+            run_script("export.py", [f"ckpt={tmp / 'run'}"])  # the page's export command
         printed = run_script("predict.py", substitute(argv[2:], tmp))
         tokens = [line.split()[0] for line in printed.splitlines() if line.strip()]
         assert tokens == SENTENCES.split(), printed
