@@ -69,6 +69,27 @@ def test_values_and_gradients_equal_packed_modules(cells, merges, full):
     assert_same_stack(packed, concurrent, full)
 
 
+@pytest.mark.parametrize("full", [False, True])
+def test_birnn_gru_directions_on_two_threads_equal_packed_modules(full, monkeypatch):
+    """`gru="birnn"` with `directions="concurrent"`: birnn's recurrence, one direction per
+    thread, against PyTorch's packed modules (values and gradients)."""
+    threads = []
+    one = directions.gru_direction
+
+    def recording(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return one(*args, **kwargs)
+
+    monkeypatch.setattr(directions, "gru_direction", recording)
+    packed = BiRNN(INPUT, 4, ["gru", "lstm", "gru"], merge=["sum", "concat", "ave"],
+                   gru="torch", ragged="pack")
+    ours = twin(packed, "layered", ragged="auto", gru="birnn", directions="concurrent")
+    assert ours.plan(torch.device("cpu"), 9).layers == (
+        "birnn_gru_concurrent", "concurrent", "birnn_gru_concurrent")
+    assert_same_stack(packed, ours, full)
+    assert len(threads) == 4 and len(set(threads)) == 2  # 2 GRU layers x 2 directions
+
+
 def record_directions(monkeypatch):
     """Patch the one-direction function to record (thread name, output dtype) per call."""
     calls = []

@@ -8,9 +8,10 @@ each from a zero state, the backward one over each sequence reversed within its 
 - `concurrent_pair`: the same two calls on two threads, forward and backward pass
   (`birnn.encoder.concurrent`);
 - `bigru`: a GRU layer's two directions in one loop of birnn's recurrence
-  (`birnn.encoder.gru`).
+  (`birnn.encoder.gru`);
+- `concurrent_bigru`: birnn's recurrence, one direction per thread.
 
-All three return the forward and the backward outputs (B, T, H) in the original time order;
+All four return the forward and the backward outputs (B, T, H) in the original time order;
 padding positions hold garbage that the stack zeroes at the end.
 """
 
@@ -70,6 +71,20 @@ def concurrent_pair(layer: nn.RNNBase, cell: str, data: Tensor,
                           run_backward, [data, *direction_weights(layer, True)])
 
 
+def _mm_dtype(data: Tensor) -> torch.dtype:
+    """The dtype birnn's GRU runs its matmuls in: the autocast dtype under autocast."""
+    device = data.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) \
+        else data.dtype
+
+
+def _recurrence(gates: Tensor, weight_hh: Tensor, bias_hh: Tensor,
+                mm_dtype: torch.dtype) -> Tensor:
+    """`GRURecurrence` over input gates (T, D, B, 3H), its state in the weights' dtype."""
+    with torch.autocast(gates.device.type, enabled=False):
+        return GRURecurrence.apply(gates, weight_hh, bias_hh, mm_dtype)  # (T, D, B, H)
+
+
 def bigru(layer: nn.RNNBase, data: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
     """Both directions of a single-layer bidirectional GRU over padded `data` (B, T, W)
     with `birnn.encoder.gru`'s recurrence: forward and backward outputs (B, T, H).
@@ -79,9 +94,7 @@ def bigru(layer: nn.RNNBase, data: Tensor, index: Tensor) -> tuple[Tensor, Tenso
     """
     batch, steps = data.shape[:2]
     hidden = layer.hidden_size
-    device = data.device.type
-    mm_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) \
-        else data.dtype
+    mm_dtype = _mm_dtype(data)
     weight_ih = torch.cat([layer.weight_ih_l0, layer.weight_ih_l0_reverse]).to(mm_dtype)
     bias_ih = torch.cat([layer.bias_ih_l0, layer.bias_ih_l0_reverse]).to(mm_dtype)
     # (B, T, 6H): both directions' input gates at every time step in one matmul
@@ -91,7 +104,34 @@ def bigru(layer: nn.RNNBase, data: Tensor, index: Tensor) -> tuple[Tensor, Tenso
     gates = torch.stack([forward.transpose(0, 1), backward.transpose(0, 1)], 1)  # (T, 2, B, 3H)
     weight_hh = torch.stack([layer.weight_hh_l0, layer.weight_hh_l0_reverse])  # (2, 3H, H)
     bias_hh = torch.stack([layer.bias_hh_l0, layer.bias_hh_l0_reverse])
-    with torch.autocast(device, enabled=False):
-        out = GRURecurrence.apply(gates, weight_hh, bias_hh, mm_dtype)  # (T, 2, B, H)
+    out = _recurrence(gates, weight_hh, bias_hh, mm_dtype)  # (T, 2, B, H)
     # (B, T, H) each; the backward one reversed back into time order
     return out[:, 0].transpose(0, 1), ReverseWithin.apply(out[:, 1].transpose(0, 1), index)
+
+
+def gru_direction(data: Tensor, index: Tensor, reverse: bool, weight_ih: Tensor,
+                  weight_hh: Tensor, bias_ih: Tensor, bias_hh: Tensor) -> Tensor:
+    """One direction of birnn's GRU recurrence over padded `data` (B, T, W), the backward
+    one (`reverse`) over each sequence reversed within its length: outputs (B, T, H) in time
+    order."""
+    batch, steps = data.shape[:2]
+    mm_dtype = _mm_dtype(data)
+    gates = Linear.apply(data.reshape(-1, data.size(-1)).to(mm_dtype), weight_ih.to(mm_dtype),
+                         bias_ih.to(mm_dtype)).view(batch, steps, -1)  # (B, T, 3H)
+    if reverse:
+        gates = ReverseWithin.apply(gates, index)
+    out = _recurrence(gates.transpose(0, 1).unsqueeze(1), weight_hh.unsqueeze(0),
+                      bias_hh.unsqueeze(0), mm_dtype)[:, 0].transpose(0, 1)  # (B, T, H)
+    return ReverseWithin.apply(out, index) if reverse else out
+
+
+def concurrent_bigru(layer: nn.RNNBase, data: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
+    """`bigru` with one direction per thread (`birnn.encoder.concurrent.two_directions`),
+    each direction's matmuls on its own thread, as TensorFlow runs a bidirectional layer:
+    forward and backward outputs (B, T, H)."""
+    def run(reverse: bool):
+        return lambda data, w_ih, w_hh, b_ih, b_hh: gru_direction(data, index, reverse, w_ih,
+                                                                 w_hh, b_ih, b_hh)
+
+    return two_directions(run(False), [data, *direction_weights(layer, False)],
+                          run(True), [data, *direction_weights(layer, True)])

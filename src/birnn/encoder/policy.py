@@ -40,7 +40,8 @@ JOINT = "joint"  # one bidirectional PyTorch call: on packed rows, or on a full 
 REVERSED = "reversed"  # two calls, padded, the backward one reversed within lengths
 CONCURRENT = "concurrent"  # the same two calls on two threads
 BIRNN_GRU = "birnn_gru"  # both directions in one loop of birnn's GRU recurrence
-STRATEGIES = (JOINT, REVERSED, CONCURRENT, BIRNN_GRU)
+BIRNN_GRU_CONCURRENT = "birnn_gru_concurrent"  # birnn's GRU recurrence, a direction a thread
+STRATEGIES = (JOINT, REVERSED, CONCURRENT, BIRNN_GRU, BIRNN_GRU_CONCURRENT)
 
 # Devices where `impl="auto"` takes the fused module, `ragged="auto"` may run padded, and
 # `gru="auto"` may take birnn's recurrence.
@@ -74,7 +75,7 @@ class Plan:
     @property
     def birnn_gru(self) -> bool:
         """Whether some layer runs birnn's GRU recurrence."""
-        return BIRNN_GRU in self.layers
+        return BIRNN_GRU in self.layers or BIRNN_GRU_CONCURRENT in self.layers
 
 
 def exporting() -> bool:
@@ -109,13 +110,21 @@ def choose(options: EncoderSchema, device: torch.device, steps: int, ragged: boo
         and (grad or _bf16_autocast(kind))
         and (native.gru_kernel() is not None or gru_module.onednn_is_faster())))
     concurrent = _concurrent(options, kind, steps, grad)
-    layers = [BIRNN_GRU if birnn_gru and cell == "gru" else CONCURRENT if on else JOINT
+    layers = [_strategy(cell, on, birnn_gru and cell == "gru", options)
               for cell, on in zip(cells, concurrent, strict=True)]
     padded_only = any(s != JOINT for s in layers)
     reverse = padded_only or (ragged and _reverse(options, kind, grad))
     if reverse:
         layers = [REVERSED if s == JOINT else s for s in layers]
     return Plan(False, ragged and not reverse, reverse, tuple(layers))
+
+
+def _strategy(cell: str, concurrent: bool, birnn_gru: bool, options: EncoderSchema) -> str:
+    # a layer's strategy before the padded/packed decision (JOINT may become REVERSED)
+    if birnn_gru:
+        both = concurrent and options.directions == "concurrent"
+        return BIRNN_GRU_CONCURRENT if both else BIRNN_GRU
+    return CONCURRENT if concurrent else JOINT
 
 
 def _concurrent(options: EncoderSchema, kind: str, steps: int, grad: bool) -> list[bool]:
