@@ -3,6 +3,7 @@ stop on a non-finite loss, the SIGTERM checkpoint, and DDP on two CPU processes.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import random
@@ -48,8 +49,9 @@ def reference(tmp_path_factory):
     """Run A: three uninterrupted deterministic epochs."""
     before = torch.are_deterministic_algorithms_enabled()
     out = tmp_path_factory.mktemp("reference")
-    metrics = train(make_config(out, *DETERMINISTIC, "trainer.max_epochs=3"))
+    metrics = train(make_config(out, *DETERMINISTIC, "trainer.max_epochs=3", "logger=csv"))
     torch.use_deterministic_algorithms(before)
+    metrics["csv"] = out / "csv" / "metrics.csv"
     assert metrics["epochs"] == 3 and metrics["val"]["f1"] > 0.3
     return metrics
 
@@ -102,12 +104,25 @@ def load(path: Path) -> dict:
 # --------------------------------------------------------------------------- resume
 
 
+def validation_rows(path: Path) -> list[tuple[str, str]]:
+    """(epoch, val/f1) of each validation row of a CSV logger's metrics.csv."""
+    with path.open(newline="") as f:
+        return [(r["epoch"], r["val/f1"]) for r in csv.DictReader(f) if r.get("val/f1")]
+
+
 def test_stop_and_resume_gives_the_same_scores(tmp_path, reference):
     run = tmp_path / "B"
-    train(make_config(run, *DETERMINISTIC, "trainer.max_epochs=2"))
+    train(make_config(run, *DETERMINISTIC, "trainer.max_epochs=2", "logger=csv"))
     last = load(run / "checkpoints" / "last.ckpt")
     assert (last["epoch"], last["global_step"]) == (1, 188)  # 94 steps per epoch
-    resumed = train(make_config(run, *DETERMINISTIC, "trainer.max_epochs=3", "resume=true"))
+    stopped = validation_rows(run / "csv" / "metrics.csv")  # epochs 0, 1, then its report
+    resumed = train(make_config(run, *DETERMINISTIC, "trainer.max_epochs=3", "resume=true",
+                                "logger=csv"))
+    # the resumed run's CSV log keeps what the stopped run wrote, then continues as the
+    # uninterrupted run did: epoch 2 and the best model's scores
+    expected = validation_rows(reference["csv"])
+    assert [e for e, _ in stopped] == ["0", "1", "2"] and stopped[:2] == expected[:2]
+    assert validation_rows(run / "csv" / "metrics.csv") == stopped + expected[2:]
     assert resumed["epochs"] == 3
     assert resumed["val"] == reference["val"]
     assert resumed["test"] == reference["test"]

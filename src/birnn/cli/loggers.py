@@ -6,6 +6,7 @@ logger.
 
 from __future__ import annotations
 
+import csv
 import logging
 import netrc
 import os
@@ -59,6 +60,8 @@ def create_loggers(cfg: DictConfig, out: Path, resume: bool) -> list:
                 continue
         else:
             logger = instantiate(entry)
+            if resume and str(entry.get("_target_", "")).endswith("CSVLogger"):
+                _continue_csv(logger)
         log.info("logger: %s", name)
         loggers.append(logger)
     return loggers
@@ -88,6 +91,22 @@ def _wandb_logger(entry: DictConfig, out: Path, resume: bool):
         log.warning("W&B: no API key configured, logging offline; upload this run later with "
                     "`wandb sync %s`", Path(run.dir).parent)
     return logger
+
+
+def _continue_csv(logger) -> None:
+    """Keep the rows a resumed run's metrics.csv already holds: Lightning's CSV writer deletes
+    the file when it starts, so the earlier epochs would be lost."""
+    path = Path(logger.log_dir) / "metrics.csv"
+    if not path.is_file():
+        return
+    saved = path.read_bytes()
+    with path.open(newline="") as f:
+        header = next(csv.reader(f), [])
+    writer = logger.experiment  # deletes metrics.csv (rank zero; a no-op stand-in elsewhere)
+    if hasattr(writer, "metrics_keys"):
+        path.write_bytes(saved)
+        # the writer appends rows under this header, and rewrites the file when keys are new
+        writer.metrics_keys = header
 
 
 def log_config(loggers: list, cfg: DictConfig, extra: dict) -> None:
