@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import os
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import pytest
@@ -47,3 +49,34 @@ def make_config(tmp_path: Path, *overrides: str, config_name: str = "train",
 def cfg_factory(tmp_path):
     """`cfg_factory("encoder.merge=sum", ...)` -> a composed config writing into tmp_path."""
     return lambda *overrides: make_config(tmp_path, *overrides)
+
+
+def write_vectors_file(path: Path, rows: Iterable[tuple[str, Sequence[float]]],
+                       header: bool = False, extra: str = "") -> Path:
+    """A word-vectors text file as GloVe and word2vec write it: `word x1 x2 ...` per line,
+    optionally after a `count dim` header, gzipped when the name ends in .gz; `extra` is
+    appended as it is (for malformed lines)."""
+    rows = [(w, list(v)) for w, v in rows]
+    lines = [f"{len(rows)} {len(rows[0][1])}"] if header else []
+    lines += [" ".join([w, *(repr(float(x)) for x in v)]) for w, v in rows]
+    text = "\n".join(lines) + "\n" + extra
+    if path.suffix == ".gz":
+        with gzip.open(path, "wt", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def recased_copy(folder: Path, out: Path, change: Callable[[str], str]) -> Path:
+    """The column files train/dev/test.txt of `folder` with `change` applied to the token
+    column by hand (-DOCSTART- lines kept as they are)."""
+    out.mkdir()
+    for name in ("train.txt", "dev.txt", "test.txt"):
+        lines = []
+        for line in (folder / name).read_text().splitlines():
+            cols = line.split()
+            keep = not cols or cols[0] == "-DOCSTART-"
+            lines.append(line if keep else " ".join([change(cols[0]), *cols[1:]]))
+        (out / name).write_text("\n".join(lines) + "\n")
+    return out

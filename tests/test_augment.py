@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, SAMPLE_NER, make_config
+from conftest import ROOT, SAMPLE_NER, make_config, recased_copy
 from hydra.utils import instantiate
 
 from birnn.config.train import validate_data
@@ -153,25 +153,12 @@ def test_draws_depend_on_seed_epoch_and_sentence_only():
 # ----------------------------------------------------------------------------- batches
 
 
-def lowered_copy(folder: Path, out: Path) -> Path:
-    """The same files with the token column lower-cased by hand (not -DOCSTART-)."""
-    out.mkdir()
-    for name in ("train.txt", "dev.txt", "test.txt"):
-        lines = []
-        for line in (folder / name).read_text().splitlines():
-            cols = line.split()
-            keep = not cols or cols[0] == "-DOCSTART-"
-            lines.append(line if keep else " ".join([cols[0].lower(), *cols[1:]]))
-        (out / name).write_text("\n".join(lines) + "\n")
-    return out
-
-
 def test_lower_casing_every_sentence_gives_the_batches_of_a_lower_cased_file(small, tmp_path):
     # re-encoding: word ids, casing features and characters as if the file had been lower
     # case all along (with the same vocabularies); tags and lengths unchanged
     augmented = module(small, augment={"lower": 1.0})
-    reference = TaggingDataModule(dir=str(lowered_copy(small, tmp_path / "lower")), chars=True,
-                                  batch_size=16, seed=3)
+    lowered = recased_copy(small, tmp_path / "lower", str.lower)
+    reference = TaggingDataModule(dir=str(lowered), chars=True, batch_size=16, seed=3)
     reference.use_vocabularies(augmented.vocabularies())
     reference.setup("fit")
     got, expected = epoch_batches(augmented, 2), epoch_batches(reference, 2)

@@ -13,7 +13,6 @@ option stands for.
 from __future__ import annotations
 
 import copy
-import gzip
 import logging
 import math
 import re
@@ -21,7 +20,7 @@ import re
 import lightning as L
 import pytest
 import torch
-from conftest import SAMPLE_NER, make_config, needs_cpu_bf16
+from conftest import SAMPLE_NER, make_config, needs_cpu_bf16, write_vectors_file
 from test_features import CORPUS, TINY, build_model, check_option_reaches_model, corpus_config
 from torch import nn
 
@@ -352,15 +351,7 @@ EXPECTED = {"the": "the", "Paris": "Paris", "London": "london", "cat": "cat", "C
 
 
 def write_vectors(path, vectors=VECTORS, header=False, extra=""):
-    lines = [f"{len(vectors)} {len(next(iter(vectors.values())))}"] if header else []
-    lines += [" ".join([w, *map(repr, v)]) for w, v in vectors.items()]
-    text = "\n".join(lines) + "\n" + extra
-    if path.suffix == ".gz":
-        with gzip.open(path, "wt", encoding="utf-8") as f:
-            f.write(text)
-    else:
-        path.write_text(text, encoding="utf-8")
-    return path
+    return write_vectors_file(path, vectors.items(), header=header, extra=extra)
 
 
 @pytest.mark.parametrize(("name", "header"), [

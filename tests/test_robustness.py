@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SAMPLE_NER
+from conftest import ROOT, SAMPLE_NER, recased_copy
 from hydra import compose, initialize_config_dir
 
 from birnn.cli.app import user_errors_exit
@@ -36,19 +36,6 @@ def small(tmp_path_factory) -> Path:
         text = (SAMPLE_NER / name).read_text().splitlines()[:2000]
         (folder / name).write_text("\n".join(text) + "\n\n")
     return folder
-
-
-def recased_copy(folder: Path, out: Path, change) -> Path:
-    """The files in `folder` with `change` applied to the token column by hand."""
-    out.mkdir()
-    for name in ("train.txt", "dev.txt", "test.txt"):
-        lines = []
-        for line in (folder / name).read_text().splitlines():
-            cols = line.split()
-            keep = not cols or cols[0] == "-DOCSTART-"
-            lines.append(line if keep else " ".join([change(cols[0]), *cols[1:]]))
-        (out / name).write_text("\n".join(lines) + "\n")
-    return out
 
 
 # ----------------------------------------------------------------------------- the report

@@ -9,7 +9,6 @@ training file; none needs the 76 MB package or the network.
 
 from __future__ import annotations
 
-import gzip
 import logging
 import os
 import re
@@ -20,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import make_config
+from conftest import make_config, write_vectors_file
 from seqeval.metrics import f1_score
 
 from birnn.cli.app import EXIT_USER_ERROR, user_errors_exit
@@ -74,16 +73,7 @@ def glove_matrix(words=GLOVE, dim=DIM) -> np.ndarray:
 
 
 def write_text(path, words, matrix, header=False):
-    lines = [f"{len(words)} {matrix.shape[1]}"] if header else []
-    lines += [" ".join([w, *(repr(float(x)) for x in row)])
-              for w, row in zip(words, matrix, strict=True)]
-    text = "\n".join(lines) + "\n"
-    if path.suffix == ".gz":
-        with gzip.open(path, "wt", encoding="utf-8") as f:
-            f.write(text)
-    else:
-        path.write_text(text, encoding="utf-8")
-    return path
+    return write_vectors_file(path, zip(words, matrix, strict=True), header=header)
 
 
 def install_fake_package(root, words=GLOVE, matrix=None):
