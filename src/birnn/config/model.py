@@ -69,8 +69,9 @@ class CharLMSchema(Schema):
     """`model.char_lm`: a character language model co-trained with the tagger
     (`birnn.models.char_lm`)."""
 
-    hidden_size: Int(1) = 100
-    weight: Number(0) = 1.0
+    # both required: what the model reads, with no second default to drift from this one
+    hidden_size: Int(1)
+    weight: Number(0)
 
 
 class EmbeddingsSchema(Schema):

@@ -108,7 +108,7 @@ class TokenEmbeddings:
         width = embedding_dim
         self.char_encoder: CharEncoder | None = None
         self.char_lm: CharLM | None = None
-        self.char_lm_weight = float((char_lm or {}).get("weight", 0.0))
+        self.char_lm_weight = float(char_lm["weight"]) if char_lm is not None else 0.0
         self.char_lm_loss: Tensor | None = None  # the last training forward's, see `embed`
         if kind != "none":
             rows = char_rows(num_chars, char_lm is not None)
