@@ -147,9 +147,12 @@ def test_bad_settings_are_config_errors(tmp_path, override, key):
         validate(make_config(tmp_path, "callbacks=ema", override))
 
 
+SHORT = ("+trainer.limit_train_batches=30",)  # 30 of the sample's 94 batches per epoch
+
+
 def test_sample_run_with_ema_reports_the_scores_its_checkpoint_gives(tmp_path):
     run = tmp_path / "run"
-    metrics = train(make_config(run, *TINY, "callbacks=ema", "callbacks.ema.decay=0.9"))
+    metrics = train(make_config(run, *TINY, *SHORT, "callbacks=ema", "callbacks.ema.decay=0.9"))
     ckpt = torch.load(run / "checkpoints" / "best.ckpt", weights_only=False)
     assert "current_model_state" in ckpt  # the raw weights kept beside the average
     differs = [k for k in ckpt["state_dict"]
@@ -165,7 +168,7 @@ def test_resumed_run_continues_both_the_weights_and_their_average(tmp_path):
         last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
         return last["state_dict"], last["current_model_state"]
 
-    ema = (*TINY, "callbacks=ema", "callbacks.ema.decay=0.9")
+    ema = (*TINY, *SHORT, "callbacks=ema", "callbacks.ema.decay=0.9")
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     reference = train(make_config(whole, *ema))
     train(make_config(parts, *ema, "trainer.max_epochs=2"))
