@@ -6,9 +6,8 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
-from pydantic import model_validator
 
-from birnn.config.base import KeyedError, Schema
+from birnn.config.base import Schema
 from birnn.config.calls import PartialSchema, TargetSchema
 from birnn.config.encoder import DROPOUT_KINDS
 from birnn.config.optim import LIGHTNING_KEYS, SHAPES
@@ -65,15 +64,6 @@ class CharSchema(Schema):
     hidden_size: Int(1) = 25
 
 
-class CharLMSchema(Schema):
-    """`model.char_lm`: a character language model co-trained with the tagger
-    (`birnn.models.char_lm`)."""
-
-    # both required: what the model reads, with no second default to drift from this one
-    hidden_size: Int(1)
-    weight: Number(0)
-
-
 class EmbeddingsSchema(Schema):
     """`model.embeddings`: pretrained word vectors (`birnn.models.vectors`). `pretrained` is a
     named source or a file path; whether it exists is checked when it is read, before the
@@ -101,15 +91,6 @@ class ModelSchema(TargetSchema):
     embedding_dropout: Probability = 0.0
     embeddings: EmbeddingsSchema = EmbeddingsSchema()
     scheduler: SchedulerSchema | None = None
-    char_lm: CharLMSchema | None = None
-
-    @model_validator(mode="after")
-    def _char_lm_reads_the_character_table(self):
-        # it shares the character encoder's table, and reads the batches' character ids
-        if self.char_lm is not None and self.char.kind == "none":
-            raise KeyedError("char_lm", "needs character features: set model.char.kind=cnn "
-                                        "or birnn (and data.chars=true), or model.char_lm=null")
-        return self
 
 
 class TaggerSchema(ModelSchema):
@@ -125,5 +106,3 @@ class ClassifierSchema(ModelSchema):
 
     task: ClassVar[str] = "classification"
     pooling: Choice(*POOLINGS) = "final"
-    # classification batches carry no character ids for the language model to read
-    char_lm: Choice(None) = None

@@ -9,8 +9,7 @@ While exporting, the encoder takes its plain exportable plan by itself (`birnn.e
 layer by layer, padded with the backward direction reversed within lengths, PyTorch's GRU,
 serial directions). The character encoder's data-dependent steps (selecting the real words,
 packing a BiLSTM's characters) become their padded equivalents here (`PaddedChars`), over the
-same parameters and with the same numbers. A character language model (`model.char_lm`)
-runs its two LSTMs padded over a stream sized by the input's shapes (`exporting`).
+same parameters and with the same numbers.
 
 TorchScript-based export (`dynamo=False`) is used: it traces the padded plan with symbolic
 batch and sequence sizes, where `torch.export` needs every data-dependent branch rewritten.

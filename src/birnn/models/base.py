@@ -54,10 +54,6 @@ class BiRNNModule(TokenEmbeddings, L.LightningModule):
         fixed_words: how many of the `vocab_size` word ids, the last ones, are words that
             only the pretrained vectors know (the vocabulary's extension): their vectors sit
             in a fixed table, never trained. Set from the vocabulary by training.
-        char_lm: None, or a character language model co-trained with the model
-            (`birnn.models.char_lm`; needs `char`): `hidden_size` (units per direction; the
-            word features are twice as wide) and `weight` (of its loss in the training loss,
-            which the task's `training_step` adds).
     """
 
     def __init__(
@@ -79,7 +75,6 @@ class BiRNNModule(TokenEmbeddings, L.LightningModule):
         embeddings: dict | None = None,
         scheduler: dict | None = None,
         fixed_words: int = 0,
-        char_lm: dict | None = None,
     ):
         super().__init__()
         # the values were checked by `birnn.config` (`model` group) before any work started
@@ -89,7 +84,7 @@ class BiRNNModule(TokenEmbeddings, L.LightningModule):
         self.labels = list(labels)
         width = self.init_embeddings(vocab_size, embedding_dim, char, casing, casing_dim,
                                      word_dropout, rare_word_dropout, num_chars,
-                                     embedding_dropout, embeddings, fixed_words, char_lm)
+                                     embedding_dropout, embeddings, fixed_words)
         self.encoder = BiRNN(width, **encoder)
         self.dropout = SequenceDropout(dropout, dropout_kind)
         self.vocabularies: dict | None = None  # set by the recipe; saved in checkpoints
@@ -98,7 +93,7 @@ class BiRNNModule(TokenEmbeddings, L.LightningModule):
     def encode(self, words: Tensor, lengths: Tensor, chars: Tensor | None = None,
                casing: Tensor | None = None):
         """Word ids (B, T) -> the encoder's (outputs, final); see `BiRNN.forward`."""
-        return self.encoder(self.dropout(self.embed(words, chars, casing, lengths)), lengths)
+        return self.encoder(self.dropout(self.embed(words, chars, casing)), lengths)
 
     def on_before_optimizer_step(self, optimizer):
         # learning rate and gradient norm (before clipping), every `log_every_n_steps` steps

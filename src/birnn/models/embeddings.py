@@ -1,12 +1,11 @@
 """The token embeddings every birnn model starts with: a word table (trainable, optionally
 initialised from pretrained vectors, `birnn.models.vectors`), a fixed table for the words
 only the vectors know, character features (a CNN or a BiLSTM over each word's characters),
-casing features (`birnn.tags.word_shape`), the word features of a co-trained character
-language model (`birnn.models.char_lm`), and the dropouts on words and word types.
+casing features (`birnn.tags.word_shape`), and the dropouts on words and word types.
 
 `TokenEmbeddings` is a mixin of `BiRNNModule`: its tables are attributes of the model itself
-(`embedding`, `fixed_embedding`, `char_encoder`, `char_lm`, `casing_embedding`), which keeps
-the state-dict keys of older checkpoints.
+(`embedding`, `fixed_embedding`, `char_encoder`, `casing_embedding`), which keeps the
+state-dict keys of older checkpoints.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from birnn.errors import ConfigError
-from birnn.models.char_lm import CharLM
 from birnn.models.vectors import init_embedding
 from birnn.tags import CASING
 
@@ -74,12 +72,6 @@ class CharEncoder(nn.Module):
         return out.view(batch, steps, -1)
 
 
-def char_rows(num_chars: int | None, char_lm: bool) -> int | None:
-    """Rows of the character table: the vocabulary's, and with the language model one more,
-    the last, for its word separator (an id no character has)."""
-    return num_chars + 1 if num_chars is not None and char_lm else num_chars
-
-
 class TokenEmbeddings:
     """Word ids (B, T) and token features -> input vectors (B, T, width); see `BiRNNModule`
     for the arguments of `init_embeddings`."""
@@ -88,7 +80,7 @@ class TokenEmbeddings:
                         casing: bool, casing_dim: int, word_dropout: float,
                         rare_word_dropout: float, num_chars: int | None,
                         embedding_dropout: float, embeddings: dict | None,
-                        fixed_words: int = 0, char_lm: dict | None = None) -> int:
+                        fixed_words: int = 0) -> int:
         """Create the tables; returns the width of the vectors `embed` gives."""
         self.embeddings_cfg = dict(embeddings or {})
         self.embedding_dropout = float(embedding_dropout)
@@ -107,16 +99,9 @@ class TokenEmbeddings:
                              if fixed_words else None)  # (fixed_words, embedding_dim)
         width = embedding_dim
         self.char_encoder: CharEncoder | None = None
-        self.char_lm: CharLM | None = None
-        self.char_lm_weight = float(char_lm["weight"]) if char_lm is not None else 0.0
-        self.char_lm_loss: Tensor | None = None  # the last training forward's, see `embed`
         if kind != "none":
-            rows = char_rows(num_chars, char_lm is not None)
-            self.char_encoder = CharEncoder(kind, num_chars=rows, **char)
+            self.char_encoder = CharEncoder(kind, num_chars=num_chars, **char)
             width += self.char_encoder.output_size
-            if char_lm is not None:
-                self.char_lm = CharLM(self.char_encoder.dim, char_lm["hidden_size"], rows)
-                width += self.char_lm.output_size
         self.casing_embedding = nn.Embedding(len(CASING), casing_dim, padding_idx=0) \
             if casing else None
         return width + (casing_dim if casing else 0)
@@ -142,9 +127,7 @@ class TokenEmbeddings:
             return
         if not value.get("chars"):
             raise ConfigError("model.char.kind needs character ids: set data.chars=true")
-        enc.set_num_chars(char_rows(len(value["chars"]["itos"]), self.char_lm is not None))
-        if self.char_lm is not None:
-            self.char_lm.set_num_classes(enc.embedding.num_embeddings)
+        enc.set_num_chars(len(value["chars"]["itos"]))
         if hasattr(self, "_hparams"):
             self.hparams["num_chars"] = len(value["chars"]["itos"])
 
@@ -162,11 +145,8 @@ class TokenEmbeddings:
                               fixed=self.fixed_embedding)
 
     def embed(self, words: Tensor, chars: Tensor | None = None,
-              casing: Tensor | None = None, lengths: Tensor | None = None) -> Tensor:
-        """Word ids (B, T) (and the features the model uses) -> input vectors (B, T, width).
-
-        With the character language model, `lengths` (B,) (default: the non-padding words)
-        delimit the sentences, and in training its loss is kept in `char_lm_loss`."""
+              casing: Tensor | None = None) -> Tensor:
+        """Word ids (B, T) (and the features the model uses) -> input vectors (B, T, width)."""
         if self.training and (self.word_dropout > 0 or self.rare_word_dropout > 0):
             p = self.word_dropout
             if self.rare_word_dropout > 0:
@@ -184,24 +164,12 @@ class TokenEmbeddings:
         if self.char_encoder is not None:
             if chars is None:
                 raise ConfigError("model.char.kind needs `chars` in batches (data.chars=true)")
-            chars = chars.to(words.device)
-            parts.append(self.char_encoder(chars).to(parts[0].dtype))
-            if self.char_lm is not None:
-                if lengths is None:
-                    lengths = (words != 0).sum(1)
-                features, self.char_lm_loss = self.char_lm(
-                    self._char_table(), chars, lengths, with_loss=self.training)
-                parts.append(features.to(parts[0].dtype))
+            parts.append(self.char_encoder(chars.to(words.device)).to(parts[0].dtype))
         if self.casing_embedding is not None:
             if casing is None:
                 raise ConfigError("model.casing needs `casing` in batches (tagging data)")
             parts.append(self.casing_embedding(casing.to(words.device)))
         return parts[0] if len(parts) == 1 else torch.cat(parts, -1)
-
-    def _char_table(self) -> nn.Embedding:
-        # the character encoder's table (an export wrapper keeps it as `encoder`)
-        enc = self.char_encoder
-        return enc.embedding if isinstance(enc, CharEncoder) else enc.encoder.embedding
 
     def _word_vectors(self, words: Tensor, weight: Tensor) -> Tensor:
         """Word ids (B, T) -> vectors (B, T, dim): ids below the trained table's size from

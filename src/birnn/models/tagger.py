@@ -79,10 +79,6 @@ class TokenTagger(BiRNNModule):
         logits = self(batch["words"], batch["lengths"], **self.features(batch))
         loss = self.loss(logits, batch["tags"], batch["lengths"])
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["lengths"]))
-        if self.char_lm_loss is not None:  # set by this step's forward (`embed`)
-            lm_loss, self.char_lm_loss = self.char_lm_loss, None
-            self.log("train/char_lm_loss", lm_loss, batch_size=len(batch["lengths"]))
-            loss = loss + self.char_lm_weight * lm_loss
         return loss
 
     def _evaluate(self, batch, metric: SpanF1, prefix: str) -> list[list[int]]:
