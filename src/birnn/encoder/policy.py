@@ -109,8 +109,8 @@ def choose(options: EncoderSchema, device: torch.device, steps: int, ragged: boo
         options.gru == "auto" and kind in AUTO_BIRNN_GRU_DEVICES and options.ragged != "pack"
         and (grad or _bf16_autocast(kind))
         and (native.gru_kernel() is not None or gru_module.onednn_is_faster())))
-    concurrent = _concurrent(options, kind, steps, grad)
-    layers = [_strategy(cell, on, birnn_gru and cell == "gru", options)
+    concurrent = _concurrent(options, kind, steps, grad, birnn_gru)
+    layers = [_strategy(on, birnn_gru and cell == "gru")
               for cell, on in zip(cells, concurrent, strict=True)]
     padded_only = any(s != JOINT for s in layers)
     reverse = padded_only or (ragged and _reverse(options, kind, grad))
@@ -119,22 +119,23 @@ def choose(options: EncoderSchema, device: torch.device, steps: int, ragged: boo
     return Plan(False, ragged and not reverse, reverse, tuple(layers))
 
 
-def _strategy(cell: str, concurrent: bool, birnn_gru: bool, options: EncoderSchema) -> str:
+def _strategy(concurrent: bool, birnn_gru: bool) -> str:
     # a layer's strategy before the padded/packed decision (JOINT may become REVERSED)
     if birnn_gru:
-        both = concurrent and options.directions == "concurrent"
-        return BIRNN_GRU_CONCURRENT if both else BIRNN_GRU
+        return BIRNN_GRU_CONCURRENT if concurrent else BIRNN_GRU
     return CONCURRENT if concurrent else JOINT
 
 
-def _concurrent(options: EncoderSchema, kind: str, steps: int, grad: bool) -> list[bool]:
-    # per layer: two threads for its directions (birnn's GRU layers are overridden)
+def _concurrent(options: EncoderSchema, kind: str, steps: int, grad: bool,
+                birnn_gru: bool) -> list[bool]:
+    # per layer: two threads for its directions; `auto` gives them only to GRU layers that
+    # PyTorch's recurrence runs (birnn's is faster serial at these shapes: docs/performance.md)
     serial = [False] * len(options.cells)
     if options.directions == "serial" or kind not in CONCURRENT_DEVICES or not grad:
         return serial
     if options.directions == "concurrent":
         return [True] * len(options.cells)
-    if (options.ragged == "pack" or torch.get_num_threads() < 2
+    if (birnn_gru or options.ragged == "pack" or torch.get_num_threads() < 2
             or steps < AUTO_CONCURRENT_MIN_STEPS):
         return serial
     return [cell == "gru" for cell in options.cells]
