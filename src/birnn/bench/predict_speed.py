@@ -44,9 +44,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "the encoder grid)")
     p.add_argument("--predict-input", type=Path, metavar="FILE",
                    help="--predict: the text to label (default: the run's test split)")
-    p.add_argument("--predict-batch", default=str(BATCH_SIZE), metavar="N[,N...]",
+    p.add_argument("--predict-batch", type=batch_sizes, default=[BATCH_SIZE], metavar="N[,N...]",
                    help=f"--predict: sentences per batch, one or a comma list (predict.py's "
                         f"batch_size, default {BATCH_SIZE})")
+
+
+def batch_sizes(text: str) -> list[int]:
+    """`--predict-batch`'s comma list; argparse reports a bad one in one line."""
+    try:
+        sizes = [int(v) for v in text.split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"integers >= 1, e.g. 32,256 (got {text!r})")
+    return sizes
 
 
 def wanted(args: argparse.Namespace) -> bool:
@@ -58,17 +69,10 @@ def run(args: argparse.Namespace) -> int:
 
     ckpt = checkpoint_path(args.predict.removeprefix("ckpt="))
     source = args.predict_input or test_split(ckpt)
-    try:
-        batches = [int(b) for b in args.predict_batch.split(",")]
-    except ValueError:
-        batches = []
-    if not batches or min(batches) < 1:
-        raise SystemExit(f"--predict-batch: integers >= 1, e.g. 32,256 "
-                         f"(got {args.predict_batch!r})")
     torch.set_num_threads(args.threads or machine.cores())
     with tempfile.TemporaryDirectory() as tmp:
         backends = load_backends(ckpt, Path(tmp))
-        rows = throughput(backends, source, Path(tmp) / "out.txt", batches)
+        rows = throughput(backends, source, Path(tmp) / "out.txt", args.predict_batch)
         starts = start_up(ckpt, backends, source, Path(tmp))
     header = {"kind": "header", "checkpoint": str(ckpt), "input": str(source),
               "cpu": machine.cpu_name(), "threads": torch.get_num_threads(),
