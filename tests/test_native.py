@@ -117,3 +117,46 @@ def test_a_temporary_folder_of_someone_else_is_not_used(monkeypatch, tmp_path):
     monkeypatch.setattr(native.os, "getuid", lambda: folder.stat().st_uid + 1)
     assert native._writable(folder, own=False)
     assert not native._writable(folder, own=True) and not native._trusted(folder, own=True)
+
+
+@needs_compiler
+def test_no_trapping_math_changes_no_result(fresh, monkeypatch):
+    """`-fno-trapping-math` lets the forward loop vectorise; built without it the kernel
+    must give the same bits, extremes (inf, NaN, saturated gates) included."""
+    import torch
+
+    def outputs(flags):
+        monkeypatch.setattr(native, "COMPILE_FLAGS", flags)
+        native.gru_kernel.cache_clear()
+        lib = native.gru_kernel()
+        assert lib is not None
+        gen = torch.Generator().manual_seed(3)
+        rows, hidden = 7, 37  # odd sizes: vector loops and their scalar tails
+        gi, gh = (torch.randn(rows, 3 * hidden, generator=gen) * 30 for _ in range(2))
+        gi[0, :4] = torch.tensor([float("nan"), float("inf"), -float("inf"), 1e-40])
+        h_prev, grad, mm = (torch.randn(rows, hidden, generator=gen) for _ in range(3))
+        got = []
+        for suffix, dtype in (("f32", torch.float32), ("bf16", torch.bfloat16)):
+            rz, n, h = torch.empty(rows, 2 * hidden), torch.empty(rows, hidden), \
+                torch.empty(rows, hidden)
+            h_mm = torch.empty(rows, hidden, dtype=torch.bfloat16)
+            a, b, m = gi.to(dtype), gh.to(dtype), mm.to(dtype)
+            getattr(lib, f"birnn_gru_forward_{suffix}")(
+                rows, hidden, a.data_ptr(), b.data_ptr(), h_prev.data_ptr(), rz.data_ptr(),
+                n.data_ptr(), h.data_ptr(), h_mm.data_ptr())
+            carry = torch.ones(rows, hidden)
+            d_hh, d_in = torch.empty(rows, 3 * hidden), torch.empty(rows, 3 * hidden)
+            d_mm = torch.empty(rows, 3 * hidden, dtype=torch.bfloat16)
+            getattr(lib, f"birnn_gru_backward_{suffix}")(
+                rows, hidden, rz.data_ptr(), n.data_ptr(), b.data_ptr(), h_prev.data_ptr(),
+                grad.data_ptr(), m.data_ptr(), carry.data_ptr(), d_hh.data_ptr(),
+                d_in.data_ptr(), d_mm.data_ptr())
+            got += [t.view(torch.int32) if t.dtype == torch.float32 else t.view(torch.int16)
+                    for t in (rz, n, h, h_mm, carry, d_hh, d_in, d_mm)]
+        return got
+
+    assert "-fno-trapping-math" in native.COMPILE_FLAGS
+    vectorised = outputs(native.COMPILE_FLAGS)
+    plain = outputs(tuple(f for f in native.COMPILE_FLAGS if f != "-fno-trapping-math"))
+    for a, b in zip(vectorised, plain, strict=True):
+        assert torch.equal(a, b)

@@ -3,8 +3,9 @@
  *
  * PyTorch runs this part as a dozen small ops per step forward and twenty backward, each a
  * few microseconds of dispatch for a few microseconds of work; here it is one loop over the
- * rows, which the compiler vectorises. The matmuls stay in PyTorch (gru.py). Compiled on
- * first use by birnn/encoder/native.py and called through ctypes, so it has no Python or
+ * rows, which the compiler vectorises (given -fno-trapping-math: native.py). The matmuls
+ * stay in PyTorch (gru.py). Compiled on first use by birnn/encoder/native.py and called
+ * through ctypes, so it has no Python or
  * PyTorch headers: plain C99 and no libm (exp is computed here, so the loops vectorise
  * without -ffast-math, which would change the floating-point mode of the whole process).
  *
