@@ -36,15 +36,18 @@ def matmul(request, monkeypatch):
     return request.param
 
 
-@pytest.fixture(autouse=True, params=["c-kernel", "torch-ops"])
+@pytest.fixture(autouse=True, params=["c-kernel", "c-steps", "torch-ops"])
 def steps(request, monkeypatch):
-    """Every test with both implementations of the element-wise steps: birnn's C kernel
-    (skipped where it cannot be built) and PyTorch ops."""
-    if request.param == "c-kernel":
-        if native.gru_kernel() is None:
-            pytest.skip("birnn's C kernel could not be built here (no C compiler?)")
-    else:
+    """Every test with each implementation of the loop: birnn's C kernel running the whole
+    fp32 loop with MKL's sgemm_ (a direction per thread), the kernel's steps in a Python loop
+    (where MKL is missing), and PyTorch ops. The kernel's are skipped where it cannot be
+    built; "c-steps" is "c-kernel" where there is no MKL."""
+    if request.param == "torch-ops":
         monkeypatch.setattr(native, "gru_kernel", lambda: None)
+    elif native.gru_kernel() is None:
+        pytest.skip("birnn's C kernel could not be built here (no C compiler?)")
+    if request.param == "c-steps":
+        monkeypatch.setattr(native, "blas", lambda: None)
     return request.param
 
 
@@ -58,7 +61,24 @@ def test_the_chosen_step_implementation_runs(steps, monkeypatch):
         GRURecurrence.apply(gates, torch.randn(2, 6, 2), torch.randn(2, 6), dtype)
     GRURecurrence.apply(*(t.double() for t in (torch.randn(3, 2, 2, 6), torch.randn(2, 6, 2),
                                                torch.randn(2, 6))), torch.double)
-    assert calls == ([torch.float32, torch.bfloat16] if steps == "c-kernel" else [])
+    assert calls == ([torch.float32, torch.bfloat16] if steps != "torch-ops" else [])
+
+
+def test_fp32_loops_in_c_where_mkl_is_there(steps, monkeypatch):
+    """The kernel's whole-loop functions run fp32 recurrences, forward and backward, where
+    MKL's sgemm_ was found; bf16 ones and the other implementations loop in Python."""
+    found = []
+    real = gru._blas
+    monkeypatch.setattr(gru, "_blas", lambda dtype: found.append(real(dtype)) or found[-1])
+    for dtype in (torch.float32, torch.bfloat16):
+        gates = torch.randn(3, 2, 2, 6, dtype=dtype, requires_grad=True)
+        GRURecurrence.apply(gates, torch.randn(2, 6, 2), torch.randn(2, 6), dtype).sum() \
+            .backward()
+    looped = [blas is not None for blas in found]
+    if steps == "c-kernel" and native.blas() is not None:
+        assert looped == [True, True, False, False]
+    else:
+        assert not any(looped)
 
 
 def test_linear_takes_the_path_the_probe_chose(matmul, monkeypatch):
@@ -73,7 +93,7 @@ def test_recurrence_gradients_match_finite_differences(steps):
     """The hand-written backward pass of the PyTorch-ops steps against numerical
     differentiation (float64, which the C kernel never takes: its gradients are checked in
     float32 against these steps and against `nn.GRU` below)."""
-    if steps == "c-kernel":
+    if steps != "torch-ops":
         pytest.skip("float64 runs the PyTorch-ops steps only")
     steps, dirs, batch, hidden = 4, 2, 3, 3
     gates = torch.randn(steps, dirs, batch, 3 * hidden, dtype=torch.double, requires_grad=True)
@@ -110,7 +130,7 @@ def recurrence_and_gradients(gates, weight, bias, grad_out, mm_dtype):
 def test_kernel_gradients_equal_the_ops_steps(steps, mm_dtype, monkeypatch):
     """The C kernel's forward and backward steps (fp32 state, fp32 or bf16 matmuls) against
     the same equations as PyTorch ops, on one input."""
-    if steps != "c-kernel":
+    if steps == "torch-ops":
         pytest.skip("compares the C kernel with the PyTorch-ops steps")
     t, dirs, batch, hidden = 9, 2, 5, 8
     gates = torch.randn(t, dirs, batch, 3 * hidden).to(mm_dtype)
@@ -129,26 +149,32 @@ def test_kernel_gradients_equal_the_ops_steps(steps, mm_dtype, monkeypatch):
         torch.testing.assert_close(got.float() / scale, want.float() / scale, atol=tol, rtol=0)
 
 
-def test_recurrence_gradients_equal_nn_gru_in_float32(steps):
-    """Two directions of the recurrence (C kernel or PyTorch ops, whichever this run takes)
-    against two `nn.GRU` modules in float32: outputs and the gradients of the input and of
-    every weight, the input gates computed from `x` by the modules' own input weights."""
+@pytest.mark.parametrize(("dirs", "threads"), [(2, None), (2, 1), (1, 2), (3, 2)])
+def test_recurrence_gradients_equal_nn_gru_in_float32(steps, dirs, threads, monkeypatch):
+    """`dirs` directions of the recurrence (the C loop, the kernel's steps or PyTorch ops)
+    against as many `nn.GRU` modules in float32: outputs and the gradients of the input and
+    of every weight, the input gates computed from `x` by the modules' own input weights.
+    The C loop runs up to `threads` directions at once (None: this process's threads)."""
+    if threads is not None:
+        if steps != "c-kernel":
+            pytest.skip("the thread count matters to the C loop only")
+        monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
     t, batch, width, hidden = 7, 4, 5, 6
-    modules = [torch.nn.GRU(width, hidden) for _ in range(2)]
+    modules = [torch.nn.GRU(width, hidden) for _ in range(dirs)]
     x = torch.randn(t, batch, width)
-    grad_out = torch.randn(t, 2, batch, hidden)
+    grad_out = torch.randn(t, dirs, batch, hidden)
 
     x_ref = x.clone().requires_grad_(True)
     want = torch.stack([m(x_ref)[0] for m in modules], 1)  # (T, 2, B, H)
     want.backward(grad_out)
 
     x_own = x.clone().requires_grad_(True)
-    copies = [torch.nn.GRU(width, hidden) for _ in range(2)]
+    copies = [torch.nn.GRU(width, hidden) for _ in range(dirs)]
     for copy, m in zip(copies, modules, strict=True):
         copy.load_state_dict(m.state_dict())
     gates = torch.stack([F.linear(x_own, c.weight_ih_l0, c.bias_ih_l0) for c in copies], 1)
     assert gru.native_steps(gates, copies[0].weight_hh_l0, torch.float32) == (
-        steps == "c-kernel")
+        steps != "torch-ops")
     got = GRURecurrence.apply(gates, torch.stack([c.weight_hh_l0 for c in copies]),
                               torch.stack([c.bias_hh_l0 for c in copies]), torch.float32)
     got.backward(grad_out)
@@ -218,7 +244,7 @@ def test_inference_equals_torch_gru(steps, monkeypatch):
     x, lengths = batch_input()
     with torch.no_grad():
         assert_close(birnn_gru(x, lengths), torch_gru(x, lengths))
-    assert kept == ([False, False] if steps == "c-kernel" else [])
+    assert kept == ([False, False] if steps != "torch-ops" else [])
 
 
 def test_bf16_autocast_close_to_torch_fp32():
@@ -245,7 +271,7 @@ def test_auto_takes_birnn_gru_on_cpu_with_the_kernel_or_faster_onednn_unless_pac
     def birnn_gru(model, device):
         return model.plan(torch.device(device), 6).birnn_gru
 
-    faster = matmul == "onednn" or steps == "c-kernel"
+    faster = matmul == "onednn" or steps != "torch-ops"
     assert birnn_gru(BiRNN(INPUT, 4, "gru"), "cpu") == faster
     assert birnn_gru(BiRNN(INPUT, 4, ["lstm", "gru"]), "cpu") == faster
     assert birnn_gru(BiRNN(INPUT, 4, "gru", gru="birnn"), "cpu")
@@ -257,9 +283,10 @@ def test_auto_takes_birnn_gru_on_cpu_with_the_kernel_or_faster_onednn_unless_pac
     # only the GRU layers of a mixed stack take it; the others run padded alongside
     plan = BiRNN(INPUT, 4, ["lstm", "gru"], gru="birnn").plan(torch.device("cpu"), 6)
     assert plan.layers == ("reversed", "birnn_gru")
-    # inference: PyTorch's GRU in fp32, birnn's under bf16 autocast or when asked for
+    # inference: birnn's with the C kernel; without it (as PyTorch ops) only under bf16
+    # autocast, where oneDNN's matmul is the faster
     with torch.no_grad():
-        assert not birnn_gru(BiRNN(INPUT, 4, "gru"), "cpu")
+        assert birnn_gru(BiRNN(INPUT, 4, "gru"), "cpu") == (steps != "torch-ops")
         assert birnn_gru(BiRNN(INPUT, 4, "gru", gru="birnn"), "cpu")
         with torch.autocast("cpu", dtype=torch.bfloat16):
             assert birnn_gru(BiRNN(INPUT, 4, "gru"), "cpu") == faster

@@ -52,6 +52,12 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def forked() -> bool:
+    """Whether this process was forked from one that imported this module: then nothing may
+    run matmuls on a second thread (`_after_fork_in_child`)."""
+    return _forked
+
+
 def _worker() -> ThreadPoolExecutor:
     """The one worker thread that runs the second direction (created on first use)."""
     global _pool

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from birnn.encoder import native
+from birnn.encoder import concurrent, native
 from birnn.hardware import cpu_supports_bf16
 
 # whether this PyTorch build has oneDNN's linear ops (the CPU wheels do)
@@ -207,6 +207,20 @@ class _Recurrent:
             torch.baddbmm(self.bias, x, self.weight, out=out)
 
 
+def _blas(mm_dtype: torch.dtype) -> tuple[int, int] | None:
+    """MKL's sgemm_ for the kernel's whole-loop functions (`native.blas`): fp32 matmuls only
+    (bf16 ones, and CPUs without MKL, loop in Python)."""
+    return native.blas() if mm_dtype == torch.float32 else None
+
+
+def _loop_threads(dirs: int) -> tuple[int, int]:
+    """Directions at once, and MKL threads for each: a direction per intra-op thread, the rest
+    shared. A forked child runs them one after another (`birnn.encoder.concurrent`)."""
+    total = torch.get_num_threads()
+    at_once = 1 if concurrent.forked() else max(1, min(dirs, total))
+    return at_once, max(1, total // at_once)
+
+
 def _forward_native(gates_in: Tensor, weight_hh: Tensor, bias_hh: Tensor,
                     mm_dtype: torch.dtype, keep: bool = True) -> tuple[Tensor, tuple[Tensor, ...]]:
     """The forward loop with the C kernel; `keep`: keep every step's gates for the backward
@@ -216,7 +230,6 @@ def _forward_native(gates_in: Tensor, weight_hh: Tensor, bias_hh: Tensor,
         else kernel.birnn_gru_forward_f32
     steps, dirs, batch, width = gates_in.shape
     hidden, rows = width // 3, dirs * batch
-    recurrent = _Recurrent(weight_hh, bias_hh, mm_dtype, batch, transpose=False)
     gates_in = gates_in.contiguous()
     out = weight_hh.new_empty(steps, dirs, batch, hidden)
     kept = steps if keep else 1
@@ -224,6 +237,16 @@ def _forward_native(gates_in: Tensor, weight_hh: Tensor, bias_hh: Tensor,
     n = weight_hh.new_empty(kept, dirs, batch, hidden)  # tanh(...)
     gh = gates_in.new_empty(kept, dirs, batch, width)  # W_h h + b_h, in mm_dtype
     zero = weight_hh.new_zeros(dirs, batch, hidden)
+    blas = _blas(mm_dtype)
+    if blas:  # the whole loop in C, a direction per thread
+        # named, so that the copies live until the call returns
+        weight, bias = weight_hh.contiguous(), bias_hh.contiguous()
+        kernel.birnn_gru_forward_loop_f32(
+            steps, dirs, batch, hidden, int(keep), gates_in.data_ptr(), weight.data_ptr(),
+            bias.data_ptr(), zero.data_ptr(), out.data_ptr(), rz.data_ptr(), n.data_ptr(),
+            gh.data_ptr(), *blas, *_loop_threads(dirs))
+        return out, (rz, n, gh)
+    recurrent = _Recurrent(weight_hh, bias_hh, mm_dtype, batch, transpose=False)
     # the state in mm_dtype for the next matmul (bf16: the kernel writes it; fp32: the state)
     h_mm = out.new_empty(dirs, batch, hidden, dtype=mm_dtype) if mm_dtype != out.dtype else None
     gh[0].copy_(bias_hh.to(mm_dtype).unsqueeze(1).expand(dirs, batch, width))  # h_0 = 0
@@ -245,10 +268,21 @@ def _backward_native(grad_out: Tensor, weight_hh: Tensor, out: Tensor, rz: Tenso
         else kernel.birnn_gru_backward_f32
     steps, dirs, batch, hidden = out.shape
     rows = dirs * batch
-    recurrent = _Recurrent(weight_hh, None, mm_dtype, batch, transpose=True)  # d gates -> d h
     grad_out = grad_out.to(out.dtype).contiguous()
     d_hh = out.new_empty(steps, dirs, batch, 3 * hidden)  # d (W_h h + b_h)
     d_in = out.new_empty(steps, dirs, batch, 3 * hidden)  # d (W_i x + b_i)
+    blas = _blas(mm_dtype)
+    if blas:  # the whole loop in C, a direction per thread
+        # named, so that they live until the call returns
+        carry, mm, zero = (torch.zeros_like(out[0]) for _ in range(3))
+        weight = weight_hh.contiguous()
+        kernel.birnn_gru_backward_loop_f32(
+            steps, dirs, batch, hidden, rz.data_ptr(), n.data_ptr(), gh.data_ptr(),
+            out.data_ptr(), zero.data_ptr(), weight.data_ptr(), grad_out.data_ptr(),
+            carry.data_ptr(), mm.data_ptr(), d_hh.data_ptr(), d_in.data_ptr(), *blas,
+            *_loop_threads(dirs))
+        return d_hh, d_in
+    recurrent = _Recurrent(weight_hh, None, mm_dtype, batch, transpose=True)  # d gates -> d h
     d_mm = d_hh.new_empty(dirs, batch, 3 * hidden, dtype=mm_dtype) \
         if mm_dtype != out.dtype else None
     carry = torch.zeros_like(out[0])  # dh * z of the step after

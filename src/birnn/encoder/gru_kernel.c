@@ -138,3 +138,124 @@ FORWARD(f32, float)
 FORWARD(bf16, bf16)
 BACKWARD(f32, float)
 BACKWARD(bf16, bf16)
+
+/* The whole fp32 loop over the time steps, forward or backward, each direction on a thread
+ * of its own as TensorFlow runs a bidirectional layer: the directions share nothing, so the
+ * threads meet only at the end (each_direction). The per-step matmul is MKL's sgemm_ from
+ * PyTorch's own library (its address passed in by native.py), MKL_SET_NUM_THREADS_LOCAL
+ * giving each direction's thread `blas_threads` of its own. In Python the same loop runs one small op at
+ * a time over all threads (gru.py), which on 2 cores splits each 6-MFLOP matmul in two and
+ * synchronises every step.
+ *
+ * Column-major BLAS on row-major arrays: gh (B, 3H) = h (B, H) @ W^T is, read column-major,
+ * gh^T (3H, B) = W^T' h^T with W (3H, H) row-major read as an (H, 3H) matrix, so sgemm_("T",
+ * "N", 3H, B, H); dh (B, H) = d_hh (B, 3H) @ W likewise sgemm_("N", "N", H, B, 3H).
+ * Arrays are laid out as in gru.py: gates (T, D, B, 3H), states (T, D, B, H), weights
+ * (D, 3H, H), biases (D, 3H); with keep == 0 the forward keeps one step's gates. */
+
+typedef void (*sgemm_fn)(const char *, const char *, const int *, const int *, const int *,
+                         const float *, const float *, const int *, const float *,
+                         const int *, const float *, float *, const int *);
+typedef int (*threads_fn)(const int *);
+
+struct loop {
+    long steps, dirs, batch, H, keep, d;
+    const float *gi, *w, *b, *zero, *grad_out;
+    float *out, *rz, *n, *gh, *carry, *mm, *d_hh, *d_in;
+    sgemm_fn gemm;
+    threads_fn local_threads;
+    int blas_threads;
+};
+
+static void *forward_direction(void *arg) {
+    const struct loop *l = arg;
+    const long B = l->batch, H = l->H, D = l->dirs, d = l->d, W = 3 * H;
+    const int m = (int)W, n = (int)B, k = (int)H;
+    const float one = 1.0f;
+    const int none = 0;
+    const float *w = l->w + d * W * H, *bias = l->b + d * W;
+    l->local_threads(&l->blas_threads);
+    for (long t = 0; t < l->steps; t++) {
+        const long kt = l->keep ? t : 0;
+        float *gh = l->gh + (kt * D + d) * B * W;
+        const float *h_prev = t ? l->out + ((t - 1) * D + d) * B * H : l->zero;
+        for (long r = 0; r < B; r++) memcpy(gh + r * W, bias, W * sizeof(float));
+        if (t) l->gemm("T", "N", &m, &n, &k, &one, w, &k, h_prev, &k, &one, gh, &m);
+        birnn_gru_forward_f32(B, H, l->gi + (t * D + d) * B * W, gh, h_prev,
+                              l->rz + (kt * D + d) * B * 2 * H, l->n + (kt * D + d) * B * H,
+                              l->out + (t * D + d) * B * H, NULL);
+    }
+    l->local_threads(&none);  /* back to the process's setting */
+    return NULL;
+}
+
+static void *backward_direction(void *arg) {
+    const struct loop *l = arg;
+    const long B = l->batch, H = l->H, D = l->dirs, d = l->d, W = 3 * H;
+    const int m = (int)H, n = (int)B, k = (int)W;
+    const float one = 1.0f, zero = 0.0f;
+    const int none = 0;
+    const float *w = l->w + d * W * H;
+    float *mm = l->mm + d * B * H, *carry = l->carry + d * B * H;
+    l->local_threads(&l->blas_threads);
+    for (long t = l->steps - 1; t >= 0; t--) {
+        const long at = t * D + d;
+        float *d_hh = l->d_hh + at * B * W;
+        birnn_gru_backward_f32(B, H, l->rz + at * B * 2 * H, l->n + at * B * H,
+                               l->gh + at * B * W,
+                               t ? l->out + ((t - 1) * D + d) * B * H : l->zero,
+                               l->grad_out + at * B * H, mm, carry, d_hh,
+                               l->d_in + at * B * W, NULL);
+        if (t) l->gemm("N", "N", &m, &n, &k, &one, w, &m, d_hh, &k, &zero, mm, &m);
+    }
+    l->local_threads(&none);
+    return NULL;
+}
+
+/* Runs `body` for every direction, up to `threads` of them at once. OpenMP's threads, not
+ * threads of our own: the library links the libgomp PyTorch has loaded, so the directions
+ * run on the pool PyTorch's own ops use. A thread of our own found that pool's threads
+ * spinning after PyTorch's last parallel op, on the core it needed. */
+static void each_direction(void *(*body)(void *), const struct loop *proto, long threads) {
+    enum { MAX_DIRS = 8 };
+    struct loop jobs[MAX_DIRS];
+    const long dirs = proto->dirs < MAX_DIRS ? proto->dirs : MAX_DIRS;
+    for (long d = 0; d < dirs; d++) {
+        jobs[d] = *proto;
+        jobs[d].d = d;
+    }
+#ifdef _OPENMP
+#pragma omp parallel for num_threads((int)threads) schedule(static, 1)
+#else
+    (void)threads;  /* a compiler without OpenMP: the directions run in turn */
+#endif
+    for (long d = 0; d < dirs; d++) body(&jobs[d]);
+}
+
+void birnn_gru_forward_loop_f32(long steps, long dirs, long batch, long H, long keep,
+                                const float *gi, const float *w, const float *b,
+                                const float *zero, float *out, float *rz, float *n, float *gh,
+                                void *gemm, void *local_threads, long threads,
+                                long blas_threads) {
+    struct loop l = {.steps = steps, .dirs = dirs, .batch = batch, .H = H, .keep = keep,
+                     .gi = gi, .w = w, .b = b, .zero = zero, .out = out, .rz = rz, .n = n,
+                     .gh = gh, .gemm = (sgemm_fn)gemm,
+                     .local_threads = (threads_fn)local_threads,
+                     .blas_threads = (int)blas_threads};
+    each_direction(forward_direction, &l, threads);
+}
+
+void birnn_gru_backward_loop_f32(long steps, long dirs, long batch, long H, float *rz,
+                                 float *n, float *gh, float *out,
+                                 const float *zero, const float *w, const float *grad_out,
+                                 float *carry, float *mm, float *d_hh, float *d_in,
+                                 void *gemm, void *local_threads, long threads,
+                                 long blas_threads) {
+    struct loop l = {.steps = steps, .dirs = dirs, .batch = batch, .H = H, .rz = rz, .n = n,
+                     .gh = gh, .out = out, .zero = zero, .w = w,
+                     .grad_out = grad_out, .carry = carry, .mm = mm, .d_hh = d_hh,
+                     .d_in = d_in, .gemm = (sgemm_fn)gemm,
+                     .local_threads = (threads_fn)local_threads,
+                     .blas_threads = (int)blas_threads};
+    each_direction(backward_direction, &l, threads);
+}

@@ -37,7 +37,8 @@ SOURCE = Path(__file__).with_name("gru_kernel.c")
 # slower; it changes no result (the library's outputs are bit for bit the same) and, unlike
 # -ffast-math, sets no floating-point mode: linked into a shared library -ffast-math turns on
 # flush-to-zero for the whole process. Clang assumes it by default.
-COMPILE_FLAGS = ("-O3", "-march=native", "-fno-trapping-math", "-fPIC", "-std=c99")
+# -fopenmp: the whole-loop functions run a direction per OpenMP thread (gru_kernel.c).
+COMPILE_FLAGS = ("-O3", "-march=native", "-fno-trapping-math", "-fopenmp", "-fPIC", "-std=c99")
 COMPILE_TIMEOUT_S = 120
 
 _pointer, _long = ctypes.c_void_p, ctypes.c_long
@@ -47,6 +48,8 @@ SIGNATURES = {
     "birnn_gru_forward_bf16": [_long, _long] + [_pointer] * 7,
     "birnn_gru_backward_f32": [_long, _long] + [_pointer] * 10,
     "birnn_gru_backward_bf16": [_long, _long] + [_pointer] * 10,
+    "birnn_gru_forward_loop_f32": [_long] * 5 + [_pointer] * 10 + [_long] * 2,
+    "birnn_gru_backward_loop_f32": [_long] * 4 + [_pointer] * 13 + [_long] * 2,
 }
 
 
@@ -170,6 +173,8 @@ def gru_kernel() -> ctypes.CDLL | None:
     if os.environ.get("BIRNN_NATIVE", "1") == "0":
         log.info("BIRNN_NATIVE=0: the GRU recurrence runs its steps as PyTorch ops")
         return None
+    import torch  # noqa: F401  first: the library must find PyTorch's libgomp loaded
+
     compiler = _compiler()
     if compiler is None:
         log.warning("no C compiler found ($CC, cc, gcc, clang): birnn's GRU recurrence runs "
@@ -178,7 +183,10 @@ def gru_kernel() -> ctypes.CDLL | None:
     errors = []
     identity = [SOURCE.read_text(), compiler, platform.machine(), _cpu()]
     candidates = _cache_dirs()
-    for flags in (COMPILE_FLAGS, tuple(f for f in COMPILE_FLAGS if f != "-march=native")):
+    # fallbacks: a compiler that does not know the CPU, then one without OpenMP (the
+    # directions of the whole-loop functions then run in turn)
+    portable = tuple(f for f in COMPILE_FLAGS if f != "-march=native")
+    for flags in (COMPILE_FLAGS, portable, tuple(f for f in portable if f != "-fopenmp")):
         key = hashlib.sha256("\n".join([*identity, " ".join(flags)]).encode()).hexdigest()[:16]
         name = f"gru_kernel-{key}.so"
         built = [d / name for d, own in candidates if (d / name).exists() and _trusted(d, own)]
@@ -207,3 +215,35 @@ def gru_kernel() -> ctypes.CDLL | None:
     log.warning("could not build birnn's GRU kernel (%s); the GRU recurrence runs its steps "
                 "as PyTorch ops, which is slower", "; ".join(errors))
     return None
+
+
+@functools.cache
+def blas() -> tuple[int, int] | None:
+    """The addresses of MKL's Fortran `sgemm_` and `MKL_SET_NUM_THREADS_LOCAL` in PyTorch's
+    own library, for the kernel's whole-loop functions (`gru_kernel.c`), or None: a PyTorch
+    build without MKL (ARM, macOS), or one whose sgemm_ fails a small product checked against
+    PyTorch's. Then the recurrence loops in Python (`birnn.encoder.gru`)."""
+    import torch
+
+    if gru_kernel() is None:
+        return None
+    try:
+        lib = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"))
+        gemm, local_threads = lib.sgemm_, lib.MKL_SET_NUM_THREADS_LOCAL
+    except (OSError, AttributeError) as err:
+        log.info("no MKL sgemm_ in PyTorch's library (%s): the GRU recurrence loops in Python",
+                 err)
+        return None
+    c_int, c_float, ref = ctypes.c_int, ctypes.c_float, ctypes.byref
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(5, 3, generator=gen), torch.randn(4, 3, generator=gen)
+    got = torch.zeros(4, 5)  # b @ a^T, read column-major: a (3, 5)^T' b^T
+    m, n, k = c_int(5), c_int(4), c_int(3)
+    gemm(b"T", b"N", ref(m), ref(n), ref(k), ref(c_float(1.0)), ctypes.c_void_p(a.data_ptr()),
+         ref(k), ctypes.c_void_p(b.data_ptr()), ref(k), ref(c_float(0.0)),
+         ctypes.c_void_p(got.data_ptr()), ref(m))
+    if not torch.allclose(got, b @ a.t(), atol=1e-5):
+        log.warning("MKL's sgemm_ failed a check: the GRU recurrence loops in Python")
+        return None
+    address = ctypes.c_void_p
+    return ctypes.cast(gemm, address).value, ctypes.cast(local_threads, address).value

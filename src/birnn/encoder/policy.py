@@ -8,10 +8,10 @@ docs/performance.md, "How `auto` chooses":
 
 - ``impl``: the fused multi-layer module on CUDA (one cuDNN call) for stacks it can express;
   layer by layer elsewhere.
-- ``gru``: birnn's GRU recurrence on CPU, in training or under bf16 autocast, where its C
-  kernel could be built (`birnn.encoder.native`) or oneDNN's matmul measures faster than the
-  BLAS's (`birnn.encoder.gru.onednn_is_faster`), unless ``ragged="pack"``; PyTorch's
-  elsewhere (fp32 inference included: there the recurrence saves no backward pass).
+- ``gru``: birnn's GRU recurrence on CPU, unless ``ragged="pack"``, where its C kernel could
+  be built (`birnn.encoder.native`), in training and inference; without the kernel, in
+  training or under bf16 autocast where oneDNN's matmul measures faster than the BLAS's
+  (`birnn.encoder.gru.onednn_is_faster`); PyTorch's elsewhere.
 - ``directions``: the two directions on two threads for GRU layers that PyTorch's
   recurrence runs, in training on CPU with two or more intra-op threads, for batches of at
   least `AUTO_CONCURRENT_MIN_STEPS` steps, unless ``ragged="pack"``; serial otherwise.
@@ -105,10 +105,12 @@ def choose(options: EncoderSchema, device: torch.device, steps: int, ragged: boo
                                    and kind in AUTO_FUSED_DEVICES):
         return Plan(True, ragged, False, ())
 
+    # with its C kernel birnn's recurrence is the faster in training and inference alike;
+    # without it, as PyTorch ops, only where it saves a backward pass or runs bf16 matmuls
     birnn_gru = "gru" in cells and (options.gru == "birnn" or (
         options.gru == "auto" and kind in AUTO_BIRNN_GRU_DEVICES and options.ragged != "pack"
-        and (grad or _bf16_autocast(kind))
-        and (native.gru_kernel() is not None or gru_module.onednn_is_faster())))
+        and (native.gru_kernel() is not None
+             or ((grad or _bf16_autocast(kind)) and gru_module.onednn_is_faster()))))
     concurrent = _concurrent(options, kind, steps, grad, birnn_gru)
     layers = [_strategy(on, birnn_gru and cell == "gru")
               for cell, on in zip(cells, concurrent, strict=True)]
