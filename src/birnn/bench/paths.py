@@ -29,7 +29,7 @@ def auto_impl(input_size: int, hidden: int, cells: list[str], merge: str,
 def auto_gru(input_size: int, hidden: int, cells: list[str], merge: str,
              device: torch.device, steps: int, ragged: bool) -> str:
     """`"birnn"` or `"torch"`: the GRU recurrence the layer-by-layer stack with `gru="auto"`
-    runs on `device`, in training (the same in inference: it does not depend on grad mode)."""
+    runs on `device`, in training (the same in inference where the C kernel builds)."""
     enc = BiRNN(input_size, hidden, cells, len(cells), merge, impl="layered")
     with torch.enable_grad():
         return "birnn" if enc.plan(device, steps, ragged).birnn_gru else "torch"
@@ -38,7 +38,9 @@ def auto_gru(input_size: int, hidden: int, cells: list[str], merge: str,
 def gru_runtime() -> dict[str, str]:
     """How birnn's GRU recurrence runs on this CPU: its matmuls and its element-wise steps."""
     return {
-        "gru_matmul": "oneDNN" if birnn_gru.onednn_is_faster() else "torch.matmul",
+        "gru_matmul": ("MKL's sgemm_ (fp32: the whole loop in the C kernel, a direction per "
+                       "thread)" if native.blas() is not None
+                       else "oneDNN" if birnn_gru.onednn_is_faster() else "torch.matmul"),
         "gru_steps": "C kernel" if native.gru_kernel() is not None else "PyTorch ops",
     }
 
