@@ -3,6 +3,7 @@ against PyTorch's GRU in `test_gru.py`."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -160,3 +161,33 @@ def test_no_trapping_math_changes_no_result(fresh, monkeypatch):
     plain = outputs(tuple(f for f in native.COMPILE_FLAGS if f != "-fno-trapping-math"))
     for a, b in zip(vectorised, plain, strict=True):
         assert torch.equal(a, b)
+
+
+@needs_compiler
+def test_a_compiler_without_openmp_still_builds_the_loop(fresh, monkeypatch, tmp_path):
+    """A compiler that rejects -fopenmp gets the build without it: the whole-loop functions
+    then run the directions in turn, with nn.GRU's results."""
+    import torch
+
+    from birnn.encoder.gru import GRURecurrence
+
+    real = native._compiler()
+    picky = tmp_path / "no-openmp-cc"
+    picky.write_text(f'#!/bin/sh\nfor a in "$@"; do [ "$a" = -fopenmp ] && exit 1; done\n'
+                     f'exec {real} "$@"\n')
+    picky.chmod(0o755)
+    monkeypatch.setattr(native, "_compiler", lambda: str(picky))
+    native.blas.cache_clear()
+    monkeypatch.setattr(native, "blas", functools.cache(native.blas.__wrapped__))
+    assert native.gru_kernel() is not None
+    if native.blas() is None:
+        pytest.skip("no MKL sgemm_ in this PyTorch: the loop runs in Python")
+    grus = [torch.nn.GRU(3, 4) for _ in range(2)]
+    x = torch.randn(5, 2, 3)
+    with torch.no_grad():
+        gates = torch.stack([torch.nn.functional.linear(x, g.weight_ih_l0, g.bias_ih_l0)
+                             for g in grus], 1)  # (T, 2, B, 3H)
+        got = GRURecurrence.apply(gates, torch.stack([g.weight_hh_l0 for g in grus]),
+                                  torch.stack([g.bias_hh_l0 for g in grus]), torch.float32)
+        for k, g in enumerate(grus):
+            torch.testing.assert_close(got[:, k], g(x)[0], atol=1e-5, rtol=0)

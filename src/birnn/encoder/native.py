@@ -183,10 +183,11 @@ def gru_kernel() -> ctypes.CDLL | None:
     errors = []
     identity = [SOURCE.read_text(), compiler, platform.machine(), _cpu()]
     candidates = _cache_dirs()
-    # fallbacks: a compiler that does not know the CPU, then one without OpenMP (the
-    # directions of the whole-loop functions then run in turn)
-    portable = tuple(f for f in COMPILE_FLAGS if f != "-march=native")
-    for flags in (COMPILE_FLAGS, portable, tuple(f for f in portable if f != "-fopenmp")):
+    # fallbacks: a compiler without OpenMP (the whole-loop functions then run the directions
+    # in turn), one that does not know the CPU, one with neither
+    variants = [tuple(f for f in COMPILE_FLAGS if f not in drop) for drop in
+                ((), ("-fopenmp",), ("-march=native",), ("-fopenmp", "-march=native"))]
+    for flags in variants:
         key = hashlib.sha256("\n".join([*identity, " ".join(flags)]).encode()).hexdigest()[:16]
         name = f"gru_kernel-{key}.so"
         built = [d / name for d, own in candidates if (d / name).exists() and _trusted(d, own)]
