@@ -66,6 +66,10 @@ ELSEWHERE = {
         ["tests/test_benchmark.py::test_files_and_stdout"],
     "python scripts/benchmark.py --predict ckpt=outputs/DATE/TIME --predict-batch 16,32,64,256":
         ["tests/test_benchmark.py::test_predict_mode_times_each_backend_on_the_whole_input"],
+    "python scripts/benchmark.py --quick --cells lstm --merges concat --precisions fp32 "
+    "--profile": ["tests/test_benchmark.py::test_profile_records"],
+    "python scripts/benchmark.py --quick --ragged --cells gru,mixed --precisions fp32 --seq 14 "
+    "--hidden 200 --input 208": ["tests/test_benchmark.py::test_impls_and_ratios"],
     "python scripts/benchmark.py --quick --peer keras --out docs/benchmarks/xeon-keras":
         ["tests/test_benchmark.py::test_files_and_stdout",
          "tests/test_benchmark.py::test_keras_ratios_pair_each_stack_with_its_keras_row"],
