@@ -37,12 +37,12 @@ def auto_gru(input_size: int, hidden: int, cells: list[str], merge: str,
 
 def gru_runtime() -> dict[str, str]:
     """How birnn's GRU recurrence runs on this CPU: its matmuls and its element-wise steps."""
-    return {
-        "gru_matmul": ("MKL's sgemm_ (fp32: the whole loop in the C kernel, a direction per "
-                       "thread)" if native.blas() is not None
-                       else "oneDNN" if birnn_gru.onednn_is_faster() else "torch.matmul"),
-        "gru_steps": "C kernel" if native.gru_kernel() is not None else "PyTorch ops",
-    }
+    matmul = "oneDNN" if birnn_gru.onednn_is_faster() else "torch.matmul"
+    if native.blas() is not None:
+        matmul = ("MKL's sgemm_ (fp32: the whole loop in the C kernel, a direction per "
+                  f"thread; bf16: {matmul})")
+    return {"gru_matmul": matmul,
+            "gru_steps": "C kernel" if native.gru_kernel() is not None else "PyTorch ops"}
 
 
 def onednn_matmul() -> Callable[[Tensor, Tensor], Tensor] | None:

@@ -10,8 +10,10 @@ steps. On CPUs where oneDNN's matmul is faster than the BLAS's, the matmuls go t
 (`linear`). The element-wise part of each step (the gates, the new state; backward, their
 gradients) runs in birnn's C kernel (`gru_kernel.c`, built by `birnn.encoder.native`) where
 it could be built: one call per step instead of a dozen PyTorch ops forward and twenty
-backward, whose dispatch cost more than their arithmetic. Without it the same equations run
-as PyTorch ops (`_forward_ops`, `_backward_ops`). The input projections are not part of it:
+backward, whose dispatch cost more than their arithmetic. With fp32 matmuls and MKL in
+PyTorch's library the kernel runs the whole time loop, a direction per thread, each step's
+matmul MKL's on that thread (`_blas`). Without the kernel the same equations run as PyTorch
+ops (`_forward_ops`, `_backward_ops`). The input projections are not part of it:
 the caller computes them for every time step with one matmul beforehand
 (`birnn.encoder.directions.bigru`). How much faster than PyTorch's GRU it trains, with and
 without the kernel, and where `gru="auto"` takes it: docs/performance.md, "How `auto`
@@ -134,7 +136,8 @@ class GRURecurrence(torch.autograd.Function):
     The state and the gates are kept in the weights' dtype; the matmuls run in `mm_dtype`
     (bf16 under autocast, as PyTorch's autocast runs matmuls). Each time step is one matmul
     for all D directions and the element-wise rest; that rest runs in birnn's C kernel
-    (`native_steps`) where it can, else as PyTorch ops, with the same equations.
+    (`native_steps`) where it can (fp32: the whole loop, `_forward_native`), else as PyTorch
+    ops, with the same equations.
     """
 
     @staticmethod
@@ -224,10 +227,9 @@ def _loop_threads(dirs: int) -> tuple[int, int]:
 def _forward_native(gates_in: Tensor, weight_hh: Tensor, bias_hh: Tensor,
                     mm_dtype: torch.dtype, keep: bool = True) -> tuple[Tensor, tuple[Tensor, ...]]:
     """The forward loop with the C kernel; `keep`: keep every step's gates for the backward
-    pass (else one step's, overwritten)."""
+    pass (else one step's, overwritten). fp32 matmuls with MKL run the whole loop in C, a
+    direction per thread (`_blas`); otherwise the loop is here, a kernel call per step."""
     kernel = native.gru_kernel()
-    step = kernel.birnn_gru_forward_bf16 if mm_dtype == torch.bfloat16 \
-        else kernel.birnn_gru_forward_f32
     steps, dirs, batch, width = gates_in.shape
     hidden, rows = width // 3, dirs * batch
     gates_in = gates_in.contiguous()
@@ -238,7 +240,7 @@ def _forward_native(gates_in: Tensor, weight_hh: Tensor, bias_hh: Tensor,
     gh = gates_in.new_empty(kept, dirs, batch, width)  # W_h h + b_h, in mm_dtype
     zero = weight_hh.new_zeros(dirs, batch, hidden)
     blas = _blas(mm_dtype)
-    if blas:  # the whole loop in C, a direction per thread
+    if blas:
         # named, so that the copies live until the call returns
         weight, bias = weight_hh.contiguous(), bias_hh.contiguous()
         kernel.birnn_gru_forward_loop_f32(
@@ -246,6 +248,8 @@ def _forward_native(gates_in: Tensor, weight_hh: Tensor, bias_hh: Tensor,
             bias.data_ptr(), zero.data_ptr(), out.data_ptr(), rz.data_ptr(), n.data_ptr(),
             gh.data_ptr(), *blas, *_loop_threads(dirs))
         return out, (rz, n, gh)
+    step = kernel.birnn_gru_forward_bf16 if mm_dtype == torch.bfloat16 \
+        else kernel.birnn_gru_forward_f32
     recurrent = _Recurrent(weight_hh, bias_hh, mm_dtype, batch, transpose=False)
     # the state in mm_dtype for the next matmul (bf16: the kernel writes it; fp32: the state)
     h_mm = out.new_empty(dirs, batch, hidden, dtype=mm_dtype) if mm_dtype != out.dtype else None
@@ -264,30 +268,28 @@ def _forward_native(gates_in: Tensor, weight_hh: Tensor, bias_hh: Tensor,
 def _backward_native(grad_out: Tensor, weight_hh: Tensor, out: Tensor, rz: Tensor, n: Tensor,
                      gh: Tensor, mm_dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     kernel = native.gru_kernel()
-    step = kernel.birnn_gru_backward_bf16 if mm_dtype == torch.bfloat16 \
-        else kernel.birnn_gru_backward_f32
     steps, dirs, batch, hidden = out.shape
     rows = dirs * batch
     grad_out = grad_out.to(out.dtype).contiguous()
     d_hh = out.new_empty(steps, dirs, batch, 3 * hidden)  # d (W_h h + b_h)
     d_in = out.new_empty(steps, dirs, batch, 3 * hidden)  # d (W_i x + b_i)
+    carry = torch.zeros_like(out[0])  # dh * z of the step after
+    mm = out.new_zeros(dirs, batch, hidden, dtype=mm_dtype)  # d_hh of the step after @ W_h
+    zero = torch.zeros_like(out[0])
     blas = _blas(mm_dtype)
-    if blas:  # the whole loop in C, a direction per thread
-        # named, so that they live until the call returns
-        carry, mm, zero = (torch.zeros_like(out[0]) for _ in range(3))
-        weight = weight_hh.contiguous()
+    if blas:  # the same loop in C (`_forward_native`)
+        weight = weight_hh.contiguous()  # named: it lives until the call returns
         kernel.birnn_gru_backward_loop_f32(
             steps, dirs, batch, hidden, rz.data_ptr(), n.data_ptr(), gh.data_ptr(),
             out.data_ptr(), zero.data_ptr(), weight.data_ptr(), grad_out.data_ptr(),
             carry.data_ptr(), mm.data_ptr(), d_hh.data_ptr(), d_in.data_ptr(), *blas,
             *_loop_threads(dirs))
         return d_hh, d_in
+    step = kernel.birnn_gru_backward_bf16 if mm_dtype == torch.bfloat16 \
+        else kernel.birnn_gru_backward_f32
     recurrent = _Recurrent(weight_hh, None, mm_dtype, batch, transpose=True)  # d gates -> d h
     d_mm = d_hh.new_empty(dirs, batch, 3 * hidden, dtype=mm_dtype) \
         if mm_dtype != out.dtype else None
-    carry = torch.zeros_like(out[0])  # dh * z of the step after
-    mm = out.new_zeros(dirs, batch, hidden, dtype=mm_dtype)  # d_hh of the step after @ W_h
-    zero = torch.zeros_like(out[0])
     outs = out.unbind(0)
     for t in range(steps - 1, -1, -1):
         step(rows, hidden, rz[t].data_ptr(), n[t].data_ptr(), gh[t].data_ptr(),

@@ -3,11 +3,12 @@
  *
  * PyTorch runs this part as a dozen small ops per step forward and twenty backward, each a
  * few microseconds of dispatch for a few microseconds of work; here it is one loop over the
- * rows, which the compiler vectorises (given -fno-trapping-math: native.py). The matmuls
- * stay in PyTorch (gru.py). Compiled on first use by birnn/encoder/native.py and called
- * through ctypes, so it has no Python or
- * PyTorch headers: plain C99 and no libm (exp is computed here, so the loops vectorise
- * without -ffast-math, which would change the floating-point mode of the whole process).
+ * rows, which the compiler vectorises (given -fno-trapping-math: native.py). The fp32 loop
+ * over the time steps can run here too, with MKL's matmul (below); otherwise the matmuls stay
+ * in PyTorch (gru.py). Compiled on first use by birnn/encoder/native.py and called through
+ * ctypes, so it has no Python or PyTorch headers: C99 with OpenMP and no libm (exp is
+ * computed here, so the loops vectorise without -ffast-math, which would change the
+ * floating-point mode of the whole process).
  *
  * The equations are nn.GRU's (gate order r, z, n):
  *   r = sigmoid(gi_r + gh_r), z = sigmoid(gi_z + gh_z), n = tanh(gi_n + r * gh_n),
@@ -143,9 +144,9 @@ BACKWARD(bf16, bf16)
  * of its own as TensorFlow runs a bidirectional layer: the directions share nothing, so the
  * threads meet only at the end (each_direction). The per-step matmul is MKL's sgemm_ from
  * PyTorch's own library (its address passed in by native.py), MKL_SET_NUM_THREADS_LOCAL
- * giving each direction's thread `blas_threads` of its own. In Python the same loop runs one small op at
- * a time over all threads (gru.py), which on 2 cores splits each 6-MFLOP matmul in two and
- * synchronises every step.
+ * giving each direction's thread `blas_threads` of its own. In Python the same loop runs one
+ * small op at a time over all threads (gru.py), which on 2 cores splits each 6-MFLOP matmul
+ * in two and synchronises every step.
  *
  * Column-major BLAS on row-major arrays: gh (B, 3H) = h (B, H) @ W^T is, read column-major,
  * gh^T (3H, B) = W^T' h^T with W (3H, H) row-major read as an (H, 3H) matrix, so sgemm_("T",

@@ -131,7 +131,7 @@ def _strategy(concurrent: bool, birnn_gru: bool) -> str:
 def _concurrent(options: EncoderSchema, kind: str, steps: int, grad: bool,
                 birnn_gru: bool) -> list[bool]:
     # per layer: two threads for its directions; `auto` gives them only to GRU layers that
-    # PyTorch's recurrence runs (birnn's is faster serial at these shapes: docs/performance.md)
+    # PyTorch's recurrence runs (birnn's C loop gives each direction a thread of its own)
     serial = [False] * len(options.cells)
     if options.directions == "serial" or kind not in CONCURRENT_DEVICES or not grad:
         return serial
