@@ -74,6 +74,22 @@ def test_run_folder(cfg_factory, tmp_path):
     assert "<unk>" in ckpt["vocabularies"]["words"]["itos"]
 
 
+def test_runs_cut_short_inside_an_epoch(cfg_factory, capsys, tmp_path):
+    """`trainer.max_steps` inside the first epoch ends it without validating: the run still
+    finishes and scores its last weights; inside the second, that epoch's line shows no
+    validation scores (the trainer's metrics still hold the first epoch's)."""
+    small = ("encoder.hidden_size=8", "model.embedding_dim=8", "+trainer.limit_train_batches=5",
+             "+trainer.limit_val_batches=2", "trainer.max_epochs=3")
+    for max_steps, validated in ((3, [False]), (8, [True, False])):
+        metrics = train(cfg_factory(*small, f"trainer.max_steps={max_steps}"))
+        ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+        assert ckpt["global_step"] == max_steps
+        assert {"f1", "precision", "recall"} <= set(metrics["test"])
+        lines = [line for line in capsys.readouterr().out.splitlines()
+                 if line.startswith("epoch ")]
+        assert ["val/f1" in line for line in lines] == validated, lines
+
+
 def test_mixed_stack(cfg_factory):
     cfg = cfg_factory("encoder.cell=[gru,lstm]", "encoder.hidden_size=[32,16]",
                       "encoder.merge=[concat,sum]", "trainer.max_epochs=1")

@@ -24,9 +24,16 @@ class TrainingReport(L.Callback):
         self.history: list[float] = []  # tokens/s per completed epoch
         self._tokens = 0
         self._start = self._end = None
+        self._validated = False
 
     def on_train_epoch_start(self, trainer, pl_module):
         self._tokens, self._start, self._end = 0, None, None
+        self._validated = False
+
+    def on_validation_end(self, trainer, pl_module):
+        # an epoch cut short (trainer.max_steps, max_time) ends without validating, and the
+        # trainer's metrics still hold the previous epoch's scores: they are not this epoch's
+        self._validated = self._validated or not trainer.sanity_checking
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if self._start is None:
@@ -50,7 +57,8 @@ class TrainingReport(L.Callback):
             k for k in ("val/precision", "val/recall", "val/acc", "val/macro_f1")
             if k != self.monitor
         ]
-        parts += [f"{k} {float(metrics[k]):.4f}" for k in shown if k in metrics]
+        if self._validated:
+            parts += [f"{k} {float(metrics[k]):.4f}" for k in shown if k in metrics]
         parts.append(f"{rate:,.0f} tokens/s")
         message = " | ".join(parts)
         bar = trainer.progress_bar_callback
