@@ -6,6 +6,7 @@ Checked against computations that do not use it: the per-sequence reference of
 PyTorch's packed bidirectional modules (`ragged="pack"`) for values and every gradient.
 """
 
+import functools
 import os
 import signal
 import threading
@@ -24,10 +25,15 @@ from test_encoder import (
     twin,
 )
 
-from birnn import BiRNN
+import birnn
 from birnn.encoder import directions, policy
 from birnn.encoder.concurrent import two_directions
 from birnn.errors import ConfigError
+
+# These tests are about running the two directions of PyTorch's recurrences (and of birnn's
+# GRU) on two threads; birnn's LSTM recurrence runs its directions on threads of its own, in
+# C (test_lstm.py), so the LSTM layers here keep PyTorch's.
+BiRNN = functools.partial(birnn.BiRNN, lstm="torch")
 
 STACKS = [
     (["lstm", "lstm"], ["concat", "sum"]),

@@ -141,9 +141,9 @@ def batch_input(lengths=LENGTHS, total=T, width=INPUT):
     return torch.randn(len(lengths), total, width), torch.tensor(lengths)
 
 
-def twin(model, impl, ragged=None, gru=None, directions=None):
+def twin(model, impl, ragged=None, gru=None, directions=None, lstm=None):
     """A BiRNN with the same config and weights as `model` but another impl (or ragged, GRU
-    recurrence, or way of running the two directions)."""
+    or LSTM recurrence, or way of running the two directions)."""
     other = BiRNN(
         model.input_size,
         model.hidden_sizes,
@@ -154,6 +154,7 @@ def twin(model, impl, ragged=None, gru=None, directions=None):
         residual=any(model.residuals),
         ragged=ragged or model.ragged,
         gru=gru or model.gru,
+        lstm=lstm or model.lstm,
         directions=directions or model.directions,
     )
     other.load_state_dict(model.state_dict())
@@ -325,7 +326,7 @@ def reverses(model, device, ragged=True):
 
 def test_auto_ragged_reverses_on_cpu_only():
     # serial directions and PyTorch's GRU: they would take the padded run for their own sake
-    serial = {"directions": "serial", "gru": "torch"}
+    serial = {"directions": "serial", "gru": "torch", "lstm": "torch"}
     model = BiRNN(INPUT, 4, "lstm", 2, merge="sum", **serial)
     assert reverses(model, "cpu")
     assert not reverses(model, "cuda")
@@ -339,7 +340,7 @@ def test_auto_ragged_reverses_on_cpu_only():
     assert not reverses(BiRNN(INPUT, 4, ragged="pack"), "cpu")
     assert reverses(BiRNN(INPUT, 4, merge="sum", ragged="reverse"), "cuda")
     # birnn's GRU recurrence runs padded only: every layer reversed, full batches too
-    own = BiRNN(INPUT, 4, ["gru", "lstm"], merge="sum", gru="birnn")
+    own = BiRNN(INPUT, 4, ["gru", "lstm"], merge="sum", gru="birnn", lstm="torch")
     assert reverses(own, "cpu", ragged=False)
     assert own.plan(torch.device("cpu"), T).layers == ("birnn_gru", "reversed")
 

@@ -281,7 +281,8 @@ def test_auto_takes_birnn_gru_on_cpu_with_the_kernel_or_faster_onednn_unless_pac
     assert not birnn_gru(BiRNN(INPUT, 4, "gru", gru="torch"), "cpu")
     assert birnn_gru(BiRNN(INPUT, 4, "gru", merge="sum", gru="birnn"), "cuda")
     # only the GRU layers of a mixed stack take it; the others run padded alongside
-    plan = BiRNN(INPUT, 4, ["lstm", "gru"], gru="birnn").plan(torch.device("cpu"), 6)
+    plan = BiRNN(INPUT, 4, ["lstm", "gru"], gru="birnn", lstm="torch").plan(
+        torch.device("cpu"), 6)
     assert plan.layers == ("reversed", "birnn_gru")
     # inference: birnn's with the C kernel; without it (as PyTorch ops) only under bf16
     # autocast, where oneDNN's matmul is the faster

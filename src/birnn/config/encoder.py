@@ -22,7 +22,7 @@ CELL_NAMES = ("lstm", "gru", "rnn")
 MERGES = ("concat", "sum", "mul", "ave", "none")
 IMPLS = ("auto", "fused", "layered")
 RAGGED = ("auto", "pack", "reverse")
-GRUS = ("auto", "torch", "birnn")
+GRUS = ("auto", "torch", "birnn")  # the recurrence of GRU layers, and of LSTM layers
 DIRECTIONS = ("auto", "serial", "concurrent")
 INITS = ("default", "orthogonal")
 DROPOUT_KINDS = ("standard", "locked")
@@ -54,6 +54,7 @@ class EncoderSchema(Schema):
     forget_bias: float | None = None
     ragged: Literal["auto", "pack", "reverse"] = "auto"
     gru: Literal["auto", "torch", "birnn"] = "auto"
+    lstm: Literal["auto", "torch", "birnn"] = "auto"
     directions: Literal["auto", "serial", "concurrent"] = "auto"
     impl: Literal["auto", "fused", "layered"] = "auto"
 
@@ -124,17 +125,18 @@ class EncoderSchema(Schema):
             raise ValueError("must be a finite number or null")
         return float(value)
 
-    @field_validator("dropout_kind", "init", "ragged", "gru", "directions", "impl",
+    @field_validator("dropout_kind", "init", "ragged", "gru", "lstm", "directions", "impl",
                      mode="before")
     @classmethod
     def _choice(cls, value, info: ValidationInfo):
         name, data = info.field_name, info.data
         choices = {"impl": IMPLS, "dropout_kind": DROPOUT_KINDS, "init": INITS,
-                   "ragged": RAGGED, "gru": GRUS, "directions": DIRECTIONS}[name]
+                   "ragged": RAGGED, "gru": GRUS, "lstm": GRUS,
+                   "directions": DIRECTIONS}[name]
         if value not in choices:
             raise ValueError(f"must be one of {', '.join(choices)}")
         if value in ("concurrent", "birnn") and data.get("ragged") == "pack":
-            other = ", or gru=torch" if name == "gru" else ""
+            other = f", or {name}=torch" if name in ("gru", "lstm") else ""
             raise ValueError(f"'{value}' runs batches padded, which ragged=pack rules out; "
                              f"use ragged=auto or ragged=reverse{other}")
         layers = _layers(data)

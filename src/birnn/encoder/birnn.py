@@ -60,6 +60,10 @@ class BiRNN(nn.Module):
         gru: the recurrence of GRU layers: ``"torch"`` (``nn.GRU``'s), ``"birnn"``
             (`birnn.encoder.gru`: both directions in one loop, a hand-written backward pass,
             a C kernel per step; runs padded, so not with ``ragged="pack"``) or ``"auto"``.
+        lstm: the recurrence of LSTM layers: ``"torch"`` (``nn.LSTM``'s, oneDNN's kernel on
+            CPU), ``"birnn"`` (`birnn.encoder.lstm`: the fp32 loop in C, a direction per
+            thread, on CPU where it builds; PyTorch's elsewhere; runs padded, so not with
+            ``ragged="pack"``) or ``"auto"``.
         directions: how a layer's two directions run in training on CPU: ``"serial"``,
             ``"concurrent"`` (on two threads, `birnn.encoder.concurrent`; runs padded, so not
             with ``ragged="pack"``) or ``"auto"``.
@@ -90,6 +94,7 @@ class BiRNN(nn.Module):
         forget_bias: float | None = None,
         ragged: str = "auto",
         gru: str = "auto",
+        lstm: str = "auto",
         directions: str = "auto",
     ):
         super().__init__()
@@ -98,13 +103,14 @@ class BiRNN(nn.Module):
             "hidden_size": hidden_size, "cell": cell, "num_layers": num_layers,
             "merge": merge, "dropout": dropout, "impl": impl, "residual": residual,
             "dropout_kind": dropout_kind, "init": init, "forget_bias": forget_bias,
-            "ragged": ragged, "gru": gru, "directions": directions}, "encoder")
+            "ragged": ragged, "gru": gru, "lstm": lstm, "directions": directions},
+            "encoder")
         self.input_size, self.num_layers = input_size, options.num_layers
         self.cells, self.hidden_sizes = options.cells, options.hidden_sizes
         self.merges, self.residuals = options.merges, options.residuals
         self.dropout, self.dropout_kind = options.dropout, options.dropout_kind
         self.impl, self.ragged = options.impl, options.ragged
-        self.gru, self.directions = options.gru, options.directions
+        self.gru, self.lstm, self.directions = options.gru, options.lstm, options.directions
         self.init, self.forget_bias = options.init, options.forget_bias
         self.fusable = options.fusable
 
@@ -193,6 +199,8 @@ class BiRNN(nn.Module):
             extra += f", dropout_kind={self.dropout_kind}"
         if "gru" in self.cells:
             extra += f", gru={self.gru}"
+        if "lstm" in self.cells:
+            extra += f", lstm={self.lstm}"
         if self.directions != "auto":
             extra += f", directions={self.directions}"
         return (

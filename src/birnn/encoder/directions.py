@@ -9,9 +9,11 @@ each from a zero state, the backward one over each sequence reversed within its 
   (`birnn.encoder.concurrent`);
 - `bigru`: a GRU layer's two directions in one loop of birnn's recurrence
   (`birnn.encoder.gru`);
-- `concurrent_bigru`: birnn's recurrence, one direction per thread.
+- `concurrent_bigru`: birnn's recurrence, one direction per thread;
+- `bilstm`: an LSTM layer's two directions in birnn's LSTM recurrence, a direction per
+  thread in C (`birnn.encoder.lstm`).
 
-All four return the forward and the backward outputs (B, T, H) in the original time order;
+All five return the forward and the backward outputs (B, T, H) in the original time order;
 padding positions hold garbage that the stack zeroes at the end.
 """
 
@@ -23,6 +25,7 @@ from torch import Tensor, nn
 from birnn.encoder.concurrent import two_directions
 from birnn.encoder.gru import GRURecurrence, Linear
 from birnn.encoder.layout import ReverseWithin
+from birnn.encoder.lstm import LSTMLayer, runs_here
 
 # The functional RNN ops behind nn.LSTM/GRU/RNN, called with one direction's weights.
 RNN_OPS = {"lstm": torch._VF.lstm, "gru": torch._VF.gru, "rnn": torch._VF.rnn_tanh}
@@ -85,6 +88,25 @@ def _recurrence(gates: Tensor, weight_hh: Tensor, bias_hh: Tensor,
         return GRURecurrence.apply(gates, weight_hh, bias_hh, mm_dtype)  # (T, D, B, H)
 
 
+def _input_gates(layer: nn.RNNBase, data: Tensor, index: Tensor, mm_dtype: torch.dtype,
+                 bias_ih: Tensor) -> Tensor:
+    """Both directions' input gates W_i x + `bias_ih` at every time step, in one matmul:
+    (T, 2, B, kH), the backward direction's reversed within lengths."""
+    batch, steps = data.shape[:2]
+    weight_ih = torch.cat([layer.weight_ih_l0, layer.weight_ih_l0_reverse]).to(mm_dtype)
+    gates = Linear.apply(data.reshape(-1, data.size(-1)).to(mm_dtype), weight_ih,
+                         bias_ih.to(mm_dtype))  # (B * T, 2kH)
+    forward, backward = gates.view(batch, steps, -1).chunk(2, -1)  # (B, T, kH) each
+    backward = ReverseWithin.apply(backward, index)  # reversed within lengths
+    return torch.stack([forward.transpose(0, 1), backward.transpose(0, 1)], 1)
+
+
+def _in_time_order(out: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
+    """(T, 2, B, H) -> the forward and the backward outputs (B, T, H), the backward one
+    reversed back into time order."""
+    return out[:, 0].transpose(0, 1), ReverseWithin.apply(out[:, 1].transpose(0, 1), index)
+
+
 def bigru(layer: nn.RNNBase, data: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
     """Both directions of a single-layer bidirectional GRU over padded `data` (B, T, W)
     with `birnn.encoder.gru`'s recurrence: forward and backward outputs (B, T, H).
@@ -92,21 +114,31 @@ def bigru(layer: nn.RNNBase, data: Tensor, index: Tensor) -> tuple[Tensor, Tenso
     Under autocast the matmuls run in the autocast dtype and the recurrence's state and gates
     in the weights' dtype; the outputs have the weights' dtype.
     """
-    batch, steps = data.shape[:2]
-    hidden = layer.hidden_size
     mm_dtype = _mm_dtype(data)
-    weight_ih = torch.cat([layer.weight_ih_l0, layer.weight_ih_l0_reverse]).to(mm_dtype)
-    bias_ih = torch.cat([layer.bias_ih_l0, layer.bias_ih_l0_reverse]).to(mm_dtype)
-    # (B, T, 6H): both directions' input gates at every time step in one matmul
-    gates = Linear.apply(data.reshape(-1, data.size(-1)).to(mm_dtype), weight_ih, bias_ih)
-    forward, backward = gates.view(batch, steps, -1).split(3 * hidden, -1)
-    backward = ReverseWithin.apply(backward, index)  # (B, T, 3H), reversed within lengths
-    gates = torch.stack([forward.transpose(0, 1), backward.transpose(0, 1)], 1)  # (T, 2, B, 3H)
+    bias_ih = torch.cat([layer.bias_ih_l0, layer.bias_ih_l0_reverse])
+    gates = _input_gates(layer, data, index, mm_dtype, bias_ih)  # (T, 2, B, 3H)
     weight_hh = torch.stack([layer.weight_hh_l0, layer.weight_hh_l0_reverse])  # (2, 3H, H)
     bias_hh = torch.stack([layer.bias_hh_l0, layer.bias_hh_l0_reverse])
-    out = _recurrence(gates, weight_hh, bias_hh, mm_dtype)  # (T, 2, B, H)
+    return _in_time_order(_recurrence(gates, weight_hh, bias_hh, mm_dtype), index)
+
+
+def bilstm(layer: nn.RNNBase, data: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
+    """Both directions of a single-layer bidirectional LSTM over padded `data` (B, T, W)
+    with `birnn.encoder.lstm`'s recurrence, a direction per thread: forward and backward
+    outputs (B, T, H). Where that cannot run (`birnn.encoder.lstm.runs_here`: not fp32 on
+    CPU), PyTorch's LSTM runs them (`reversed_pair`)."""
+    if not runs_here(data):
+        return reversed_pair(layer, "lstm", data, index)
+    # (2, T, B, W): each direction's input, time first, the backward one reversed within lengths
+    x = torch.stack([data.transpose(0, 1), ReverseWithin.apply(data, index).transpose(0, 1)])
+    weight_ih = torch.stack([layer.weight_ih_l0, layer.weight_ih_l0_reverse])  # (2, 4H, W)
+    # an LSTM's two biases only add: both go into the input gates' matmul
+    bias = torch.stack([layer.bias_ih_l0 + layer.bias_hh_l0,
+                        layer.bias_ih_l0_reverse + layer.bias_hh_l0_reverse])  # (2, 4H)
+    weight_hh = torch.stack([layer.weight_hh_l0, layer.weight_hh_l0_reverse])  # (2, 4H, H)
+    h = LSTMLayer.apply(x, weight_ih, bias, weight_hh)  # (2, T, B, H)
     # (B, T, H) each; the backward one reversed back into time order
-    return out[:, 0].transpose(0, 1), ReverseWithin.apply(out[:, 1].transpose(0, 1), index)
+    return h[0].transpose(0, 1), ReverseWithin.apply(h[1].transpose(0, 1), index)
 
 
 def gru_direction(data: Tensor, index: Tensor, reverse: bool, weight_ih: Tensor,

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from birnn.encoder import concurrent, native
+from birnn.encoder import native
 from birnn.hardware import cpu_supports_bf16
 
 # whether this PyTorch build has oneDNN's linear ops (the CPU wheels do)
@@ -216,14 +216,6 @@ def _blas(mm_dtype: torch.dtype) -> tuple[int, int] | None:
     return native.blas() if mm_dtype == torch.float32 else None
 
 
-def _loop_threads(dirs: int) -> tuple[int, int]:
-    """Directions at once, and MKL threads for each: a direction per intra-op thread, the rest
-    shared. A forked child runs them one after another (`birnn.encoder.concurrent`)."""
-    total = torch.get_num_threads()
-    at_once = 1 if concurrent.forked() else max(1, min(dirs, total))
-    return at_once, max(1, total // at_once)
-
-
 def _forward_native(gates_in: Tensor, weight_hh: Tensor, bias_hh: Tensor,
                     mm_dtype: torch.dtype, keep: bool = True) -> tuple[Tensor, tuple[Tensor, ...]]:
     """The forward loop with the C kernel; `keep`: keep every step's gates for the backward
@@ -246,7 +238,7 @@ def _forward_native(gates_in: Tensor, weight_hh: Tensor, bias_hh: Tensor,
         kernel.birnn_gru_forward_loop_f32(
             steps, dirs, batch, hidden, int(keep), gates_in.data_ptr(), weight.data_ptr(),
             bias.data_ptr(), zero.data_ptr(), out.data_ptr(), rz.data_ptr(), n.data_ptr(),
-            gh.data_ptr(), *blas, *_loop_threads(dirs))
+            gh.data_ptr(), *blas, *native.loop_threads(dirs))
         return out, (rz, n, gh)
     step = kernel.birnn_gru_forward_bf16 if mm_dtype == torch.bfloat16 \
         else kernel.birnn_gru_forward_f32
@@ -283,7 +275,7 @@ def _backward_native(grad_out: Tensor, weight_hh: Tensor, out: Tensor, rz: Tenso
             steps, dirs, batch, hidden, rz.data_ptr(), n.data_ptr(), gh.data_ptr(),
             out.data_ptr(), zero.data_ptr(), weight.data_ptr(), grad_out.data_ptr(),
             carry.data_ptr(), mm.data_ptr(), d_hh.data_ptr(), d_in.data_ptr(), *blas,
-            *_loop_threads(dirs))
+            *native.loop_threads(dirs))
         return d_hh, d_in
     step = kernel.birnn_gru_backward_bf16 if mm_dtype == torch.bfloat16 \
         else kernel.birnn_gru_backward_f32

@@ -7,7 +7,7 @@
  * over the time steps can run here too, with MKL's matmul (below); otherwise the matmuls stay
  * in PyTorch (gru.py). Compiled on first use by birnn/encoder/native.py and called through
  * ctypes, so it has no Python or PyTorch headers: C99 with OpenMP and no libm (exp is
- * computed here, so the loops vectorise without -ffast-math, which would change the
+ * computed in kernel.h, so the loops vectorise without -ffast-math, which would change the
  * floating-point mode of the whole process).
  *
  * The equations are nn.GRU's (gate order r, z, n):
@@ -21,6 +21,8 @@
  */
 #include <stdint.h>
 #include <string.h>
+
+#include "kernel.h"
 
 typedef uint16_t bf16;
 
@@ -40,30 +42,6 @@ static inline bf16 to_bf16(float f) {  /* round to nearest even, as PyTorch does
     bits += 0x7fffu + ((bits >> 16) & 1u);
     return (bf16)(bits >> 16);
 }
-
-/* exp(x) for x in [-87, 88] (clamped outside): Cephes' expf polynomial after the reduction
- * x = k ln2 + r, relative error about 1e-7; branch-free, so loops over it vectorise (written
- * otherwise, e.g. rounding with a sign test, GCC 12 left the loops scalar: 13x slower). */
-static inline float exp_(float x) {
-    x = x < -87.0f ? -87.0f : x;
-    x = x > 88.0f ? 88.0f : x;
-    /* k = round(x / ln2): adding and subtracting 1.5 * 2^23 rounds to an integer */
-    float k = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    float r = x - k * 0.693359375f + k * 2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    float y = p * r * r + r + 1.0f;
-    int32_t bits = ((int32_t)k + 127) << 23;
-    float scale;
-    memcpy(&scale, &bits, sizeof scale);
-    return y * scale;
-}
-
-static inline float sigmoid_(float x) { return 1.0f / (1.0f + exp_(-x)); }
 
 /* Forward step. gi, gh: (rows, 3H); h_prev: (rows, H) (zeros at the first step); writes
  * rz (rows, 2H) = [r, z], n (rows, H), h (rows, H) and, when not NULL, h_mm (rows, H), h in
@@ -148,16 +126,10 @@ BACKWARD(bf16, bf16)
  * small op at a time over all threads (gru.py), which on 2 cores splits each 6-MFLOP matmul
  * in two and synchronises every step.
  *
- * Column-major BLAS on row-major arrays: gh (B, 3H) = h (B, H) @ W^T is, read column-major,
- * gh^T (3H, B) = W^T' h^T with W (3H, H) row-major read as an (H, 3H) matrix, so sgemm_("T",
- * "N", 3H, B, H); dh (B, H) = d_hh (B, 3H) @ W likewise sgemm_("N", "N", H, B, 3H).
+ * The matmuls as kernel.h writes them: gh (B, 3H) = h (B, H) @ W^T is sgemm_("T", "N", 3H, B,
+ * H); dh (B, H) = d_hh (B, 3H) @ W is sgemm_("N", "N", H, B, 3H).
  * Arrays are laid out as in gru.py: gates (T, D, B, 3H), states (T, D, B, H), weights
  * (D, 3H, H), biases (D, 3H); with keep == 0 the forward keeps one step's gates. */
-
-typedef void (*sgemm_fn)(const char *, const char *, const int *, const int *, const int *,
-                         const float *, const float *, const int *, const float *,
-                         const int *, const float *, float *, const int *);
-typedef int (*threads_fn)(const int *);
 
 struct loop {
     long steps, dirs, batch, H, keep, d;
@@ -213,24 +185,15 @@ static void *backward_direction(void *arg) {
     return NULL;
 }
 
-/* Runs `body` for every direction, up to `threads` of them at once. OpenMP's threads, not
- * threads of our own: the library links the libgomp PyTorch has loaded, so the directions
- * run on the pool PyTorch's own ops use. A thread of our own found that pool's threads
- * spinning after PyTorch's last parallel op, on the core it needed. */
+/* Runs `body` for every direction, up to `threads` at once (each_job, kernel.h). */
 static void each_direction(void *(*body)(void *), const struct loop *proto, long threads) {
-    enum { MAX_DIRS = 8 };
     struct loop jobs[MAX_DIRS];
     const long dirs = proto->dirs < MAX_DIRS ? proto->dirs : MAX_DIRS;
     for (long d = 0; d < dirs; d++) {
         jobs[d] = *proto;
         jobs[d].d = d;
     }
-#ifdef _OPENMP
-#pragma omp parallel for num_threads((int)threads) schedule(static, 1)
-#else
-    (void)threads;  /* a compiler without OpenMP: the directions run in turn */
-#endif
-    for (long d = 0; d < dirs; d++) body(&jobs[d]);
+    each_job(body, jobs, sizeof jobs[0], dirs, threads);
 }
 
 void birnn_gru_forward_loop_f32(long steps, long dirs, long batch, long H, long keep,

@@ -19,7 +19,14 @@ from torch import Tensor, nn
 from birnn.encoder import directions
 from birnn.encoder.layout import Layout
 from birnn.encoder.merge import Merged, merge_pair, output_width
-from birnn.encoder.policy import BIRNN_GRU, BIRNN_GRU_CONCURRENT, CONCURRENT, JOINT, REVERSED
+from birnn.encoder.policy import (
+    BIRNN_GRU,
+    BIRNN_GRU_CONCURRENT,
+    BIRNN_LSTM,
+    CONCURRENT,
+    JOINT,
+    REVERSED,
+)
 
 # nn.RNNBase's mode name of each cell
 MODES = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN_TANH"}
@@ -74,6 +81,8 @@ class Bidirectional(nn.RNNBase):
         else:
             if strategy == BIRNN_GRU:
                 forward, backward = directions.bigru(self, data, layout.index)
+            elif strategy == BIRNN_LSTM:
+                forward, backward = directions.bilstm(self, data, layout.index)
             elif strategy == BIRNN_GRU_CONCURRENT:
                 forward, backward = directions.concurrent_bigru(self, data, layout.index)
             elif strategy == CONCURRENT:

@@ -1,5 +1,6 @@
-"""birnn's C kernel for the GRU recurrence's element-wise step (`gru_kernel.c`), compiled on
-first use and loaded with ctypes.
+"""birnn's C kernel, compiled on first use and loaded with ctypes: the GRU recurrence's
+element-wise steps and fp32 loops (`gru_kernel.c`) and the LSTM recurrence's fp32 loops
+(`lstm_kernel.c`), in one library (`gru_kernel()`).
 
 The kernel is plain C (no Python or PyTorch headers), so it compiles in under a second with
 the system's C compiler (`$CC`, else `cc`, `gcc` or `clang`), for the CPU it runs on
@@ -11,9 +12,9 @@ directory takes its place. Several processes starting at once (DDP) each write t
 and rename it into place. Once loaded, one forward and one backward step are checked against
 the same equations computed by PyTorch (`_self_check`); a build that fails is not used.
 
-Without a compiler, or with `BIRNN_NATIVE=0`, `gru_kernel()` returns None and the recurrence
-runs its steps as PyTorch ops (`birnn.encoder.gru`), with the same results, more slowly; the
-reason is logged once. `blas()` finds MKL's matmul in PyTorch's own library for the kernel's
+Without a compiler, or with `BIRNN_NATIVE=0`, `gru_kernel()` returns None: the GRU recurrence
+runs its steps as PyTorch ops (`birnn.encoder.gru`) and LSTM layers PyTorch's LSTM, with the
+same results, more slowly; the reason is logged once. `blas()` finds MKL's matmul in PyTorch's own library for the kernel's
 whole-loop functions.
 """
 
@@ -33,6 +34,9 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("gru_kernel.c")
+# compiled into the same library: the LSTM's loops, and what both kernels share
+LSTM_SOURCE = Path(__file__).with_name("lstm_kernel.c")
+HEADER = Path(__file__).with_name("kernel.h")
 # -march=native: the vector width of this CPU. -fno-trapping-math: without it GCC 12 keeps the
 # forward step's loop scalar (the clamps in exp_ may not be turned into vector selects), 7x
 # slower; it changes no result (the library's outputs are bit for bit the same) and, unlike
@@ -51,6 +55,8 @@ SIGNATURES = {
     "birnn_gru_backward_bf16": [_long, _long] + [_pointer] * 10,
     "birnn_gru_forward_loop_f32": [_long] * 5 + [_pointer] * 10 + [_long] * 2,
     "birnn_gru_backward_loop_f32": [_long] * 4 + [_pointer] * 13 + [_long] * 2,
+    "birnn_lstm_forward_loop_f32": [_long] * 4 + [_pointer] * 7 + [_long] * 2,
+    "birnn_lstm_backward_loop_f32": [_long] * 4 + [_pointer] * 10 + [_long] * 2,
 }
 
 
@@ -112,7 +118,8 @@ def _build(compiler: str, target: Path, flags: tuple[str, ...]) -> None:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        subprocess.run([compiler, *flags, "-shared", str(SOURCE), "-o", tmp],
+        subprocess.run([compiler, *flags, f"-I{HEADER.parent}", "-shared", str(SOURCE),
+                        str(LSTM_SOURCE), "-o", tmp],
                        check=True, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
         os.replace(tmp, target)  # atomic: another process sees the whole file or none
     finally:
@@ -182,7 +189,8 @@ def gru_kernel() -> ctypes.CDLL | None:
                     "its steps as PyTorch ops, which is slower")
         return None
     errors = []
-    identity = [SOURCE.read_text(), compiler, platform.machine(), _cpu()]
+    identity = [SOURCE.read_text(), LSTM_SOURCE.read_text(), HEADER.read_text(), compiler,
+                platform.machine(), _cpu()]
     candidates = _cache_dirs()
     # fallbacks: a compiler without OpenMP (the whole-loop functions then run the directions
     # in turn), one that does not know the CPU, one with neither
@@ -249,3 +257,16 @@ def blas() -> tuple[int, int] | None:
         return None
     address = ctypes.c_void_p
     return ctypes.cast(gemm, address).value, ctypes.cast(local_threads, address).value
+
+
+def loop_threads(dirs: int) -> tuple[int, int]:
+    """For the kernel's whole-loop functions: directions at once, and MKL threads for each: a
+    direction per intra-op thread, the rest shared. A forked child runs them one after
+    another (`birnn.encoder.concurrent`)."""
+    import torch
+
+    from birnn.encoder import concurrent
+
+    total = torch.get_num_threads()
+    at_once = 1 if concurrent.forked() else max(1, min(dirs, total))
+    return at_once, max(1, total // at_once)

@@ -33,6 +33,7 @@ import torch
 
 from birnn.config.encoder import EncoderSchema
 from birnn.encoder import gru as gru_module
+from birnn.encoder import lstm as lstm_module
 from birnn.encoder import native
 
 # How a layer runs its two directions (`Bidirectional.forward`).
@@ -41,13 +42,15 @@ REVERSED = "reversed"  # two calls, padded, the backward one reversed within len
 CONCURRENT = "concurrent"  # the same two calls on two threads
 BIRNN_GRU = "birnn_gru"  # both directions in one loop of birnn's GRU recurrence
 BIRNN_GRU_CONCURRENT = "birnn_gru_concurrent"  # birnn's GRU recurrence, a direction a thread
-STRATEGIES = (JOINT, REVERSED, CONCURRENT, BIRNN_GRU, BIRNN_GRU_CONCURRENT)
+BIRNN_LSTM = "birnn_lstm"  # birnn's LSTM recurrence: the loop in C, a direction a thread
+STRATEGIES = (JOINT, REVERSED, CONCURRENT, BIRNN_GRU, BIRNN_GRU_CONCURRENT, BIRNN_LSTM)
 
 # Devices where `impl="auto"` takes the fused module, `ragged="auto"` may run padded, and
 # `gru="auto"` may take birnn's recurrence.
 AUTO_FUSED_DEVICES = frozenset({"cuda"})
 AUTO_REVERSE_DEVICES = frozenset({"cpu"})
 AUTO_BIRNN_GRU_DEVICES = frozenset({"cpu"})
+AUTO_BIRNN_LSTM_DEVICES = frozenset({"cpu"})
 # Devices where a layer's directions may run on two threads at all (`directions="concurrent"`
 # too): elsewhere one op already fills the device.
 CONCURRENT_DEVICES = frozenset({"cpu"})
@@ -111,8 +114,10 @@ def choose(options: EncoderSchema, device: torch.device, steps: int, ragged: boo
         options.gru == "auto" and kind in AUTO_BIRNN_GRU_DEVICES and options.ragged != "pack"
         and (native.gru_kernel() is not None
              or ((grad or _bf16_autocast(kind)) and gru_module.onednn_is_faster()))))
+    birnn_lstm = "lstm" in cells and _birnn_lstm(options, kind, grad)
     concurrent = _concurrent(options, kind, steps, grad, birnn_gru)
-    layers = [_strategy(on, birnn_gru and cell == "gru")
+    layers = [BIRNN_LSTM if birnn_lstm and cell == "lstm"  # its C loop: a direction a thread
+              else _strategy(on, birnn_gru and cell == "gru")
               for cell, on in zip(cells, concurrent, strict=True)]
     padded_only = any(s != JOINT for s in layers)
     reverse = padded_only or (ragged and _reverse(options, kind, grad))
@@ -141,6 +146,15 @@ def _concurrent(options: EncoderSchema, kind: str, steps: int, grad: bool,
             or steps < AUTO_CONCURRENT_MIN_STEPS):
         return serial
     return [cell == "gru" for cell in options.cells]
+
+
+def _birnn_lstm(options: EncoderSchema, kind: str, grad: bool) -> bool:
+    # birnn's LSTM recurrence where its C loop runs: CPU, fp32 matmuls, the kernel built and
+    # MKL in PyTorch's library (birnn.encoder.lstm; a non-fp32 batch falls back at the layer)
+    if options.lstm == "torch" or options.ragged == "pack":
+        return False
+    runs = kind == "cpu" and not _bf16_autocast(kind) and lstm_module.loop_available()
+    return runs and (options.lstm == "birnn" or kind in AUTO_BIRNN_LSTM_DEVICES)
 
 
 def _bf16_autocast(kind: str) -> bool:
