@@ -8,7 +8,9 @@ Per configuration:
   ``birnn-packed`` is the same stack with ``ragged="pack"`` (PyTorch's ``PackedSequence``), to
   show what the choice is worth. Stacks with GRU layers add the GRU recurrence ``gru="auto"``
   does not take: ``birnn-torch-gru`` (``gru="torch"``, PyTorch's recurrence) where auto takes
-  birnn's (`birnn.encoder.gru`), else ``birnn-own-gru`` (``gru="birnn"``). ``birnn-layered``
+  birnn's (`birnn.encoder.gru`), else ``birnn-own-gru`` (``gru="birnn"``); stacks with LSTM
+  layers, where ``lstm="auto"`` takes birnn's LSTM recurrence (`birnn.encoder.lstm`),
+  ``birnn-torch-lstm`` (``lstm="torch"``, PyTorch's, oneDNN's kernel). ``birnn-layered``
   keeps the default ``directions="auto"``; on CPU, ``birnn-concurrent`` is the layer-by-layer
   stack with ``directions="concurrent"`` (every layer's two directions on two threads; its
   inference runs serial, as the others').
@@ -48,12 +50,12 @@ def candidates(cfg: Config, input_size: int, seed: int,
 
         return make
 
-    def birnn(impl: str, ragged: str = "auto", gru: str = "auto",
+    def birnn(impl: str, ragged: str = "auto", gru: str = "auto", lstm: str = "auto",
               directions: str = "auto") -> Callable[[], nn.Module]:
         return seeded(
             lambda: BiRNNOutputs(
                 BiRNN(input_size, cfg.hidden, cells, cfg.layers, cfg.merge, impl=impl,
-                      ragged=ragged, gru=gru, directions=directions)
+                      ragged=ragged, gru=gru, lstm=lstm, directions=directions)
             )
         )
 
@@ -63,6 +65,10 @@ def candidates(cfg: Config, input_size: int, seed: int,
     if "gru" in cells:  # the GRU recurrence `gru="auto"` does not take here, for comparison
         other = other_gru(cfg, input_size, steps)
         builders[other] = birnn("layered", gru=GRU_OPTION[other])
+    if "lstm" in cells and paths.auto_lstm(input_size, cfg.hidden, cells, cfg.merge,
+                                           torch.device(cfg.device), steps,
+                                           cfg.lengths == "ragged") == "birnn":
+        builders["birnn-torch-lstm"] = birnn("layered", lstm="torch")  # what birnn's is worth
     if cfg.device == "cpu":
         builders["birnn-concurrent"] = birnn("layered", directions="concurrent")
     if fusable(cells, cfg.merge):

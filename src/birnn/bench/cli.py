@@ -156,6 +156,7 @@ def run_grid(args: argparse.Namespace) -> int:
         if runs_here("cpu", prec)
     } if "cpu" in args.devices and onednn else {}
     header.update(paths.gru_runtime())
+    header.update(paths.lstm_runtime())
     header["probe_before"] = probe
     machine.warn_if_loaded(header)
     cfgs = grid(args)

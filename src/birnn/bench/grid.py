@@ -34,7 +34,8 @@ QUICK_GRID = {
 }
 # the order of a configuration's rows in the tables
 IMPL_ORDER = ("birnn-layered", "birnn-packed", "birnn-torch-gru", "birnn-own-gru",
-              "birnn-concurrent", "birnn-fused", "layered-loop", "torch-fused", "keras")
+              "birnn-torch-lstm", "birnn-concurrent", "birnn-fused", "layered-loop",
+              "torch-fused", "keras")
 RAGGED_MIN = 0.8  # ragged batches: lengths uniform in [RAGGED_MIN * T, T]
 
 

@@ -1,7 +1,9 @@
-"""Which implementation birnn's `auto` options run, and how its GRU recurrence runs here.
+"""Which implementation birnn's `auto` options run, and how its GRU and LSTM recurrences
+run here.
 
 The benchmark times every implementation with explicit `BiRNN` options and only marks the one
-`impl="auto"` would run, and the GRU recurrence `gru="auto"` would not. It asks the encoder
+`impl="auto"` would run, and the GRU and LSTM recurrences `gru="auto"` and `lstm="auto"`
+would not. It asks the encoder
 through `BiRNN.plan` (the `birnn.encoder.policy` plan a forward call follows), here alone.
 """
 
@@ -14,7 +16,8 @@ from torch import Tensor
 
 from birnn import BiRNN
 from birnn.encoder import gru as birnn_gru
-from birnn.encoder import native
+from birnn.encoder import lstm as birnn_lstm
+from birnn.encoder import native, policy
 
 
 def auto_impl(input_size: int, hidden: int, cells: list[str], merge: str,
@@ -33,6 +36,23 @@ def auto_gru(input_size: int, hidden: int, cells: list[str], merge: str,
     enc = BiRNN(input_size, hidden, cells, len(cells), merge, impl="layered")
     with torch.enable_grad():
         return "birnn" if enc.plan(device, steps, ragged).birnn_gru else "torch"
+
+
+def auto_lstm(input_size: int, hidden: int, cells: list[str], merge: str,
+              device: torch.device, steps: int, ragged: bool) -> str:
+    """`"birnn"` or `"torch"`: the LSTM recurrence the layer-by-layer stack with
+    `lstm="auto"` runs on `device` in training."""
+    enc = BiRNN(input_size, hidden, cells, len(cells), merge, impl="layered")
+    with torch.enable_grad():
+        layers = enc.plan(device, steps, ragged).layers
+    return "birnn" if policy.BIRNN_LSTM in layers else "torch"
+
+
+def lstm_runtime() -> dict[str, str]:
+    """How birnn's LSTM recurrence runs on this CPU."""
+    loop = birnn_lstm.loop_available()
+    return {"lstm_loop": "C loop with MKL's sgemm_, a direction per thread" if loop
+            else "none (PyTorch's LSTM runs)"}
 
 
 def gru_runtime() -> dict[str, str]:

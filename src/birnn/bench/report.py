@@ -41,7 +41,8 @@ def markdown_table(header: dict, results: list[dict]) -> str:
         f"{_probe_text(header['probe_before'])}, after {_probe_text(header['probe_after'])}. "
         f"birnn's GRU recurrence on CPU ran its matmuls through "
         f"{header.get('gru_matmul', 'oneDNN')} and its element-wise steps as "
-        f"{header.get('gru_steps', 'PyTorch ops')}.",
+        f"{header.get('gru_steps', 'PyTorch ops')}; its LSTM recurrence as "
+        f"{header.get('lstm_loop', 'none (PyTorch LSTM runs)')}.",
         "",
         "| cell | merge | L | H | device | prec | lengths | impl | train tok/s | infer tok/s "
         "| train GFLOP/s | % matmul | peak MB | vs layered loop | vs fused |",
