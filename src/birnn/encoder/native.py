@@ -14,8 +14,8 @@ the same equations computed by PyTorch (`_self_check`); a build that fails is no
 
 Without a compiler, or with `BIRNN_NATIVE=0`, `gru_kernel()` returns None: the GRU recurrence
 runs its steps as PyTorch ops (`birnn.encoder.gru`) and LSTM layers PyTorch's LSTM, with the
-same results, more slowly; the reason is logged once. `blas()` finds MKL's matmul in PyTorch's own library for the kernel's
-whole-loop functions.
+same results, more slowly; the reason is logged once. `blas()` finds MKL's matmul in
+PyTorch's own library for the kernel's whole-loop functions.
 """
 
 from __future__ import annotations
