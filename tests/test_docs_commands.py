@@ -70,6 +70,8 @@ ELSEWHERE = {
     "--profile": ["tests/test_benchmark.py::test_profile_records"],
     "python scripts/benchmark.py --quick --ragged --cells gru,mixed --precisions fp32 --seq 14 "
     "--hidden 200 --input 208": ["tests/test_benchmark.py::test_impls_and_ratios"],
+    "python scripts/benchmark.py --quick --ragged --cells lstm,mixed --precisions fp32 --seq 14 "
+    "--hidden 200 --input 208": ["tests/test_benchmark.py::test_impls_and_ratios"],
     "python scripts/benchmark.py --quick --peer keras --out docs/benchmarks/xeon-keras":
         ["tests/test_benchmark.py::test_files_and_stdout",
          "tests/test_benchmark.py::test_keras_ratios_pair_each_stack_with_its_keras_row"],
