@@ -1,7 +1,7 @@
 """The one `auto` policy: how a stack runs a batch, chosen at each forward call.
 
 `choose` turns the explicit options (`EncoderSchema`: ``impl``, ``ragged``, ``gru``,
-``directions``) and the situation (device, gradient mode, the layers' cells, the batch's
+``lstm``, ``directions``) and the situation (device, gradient mode, the layers' cells, the batch's
 time steps, whether its lengths differ) into a `Plan` that the layers follow. Every choice
 gives the same numbers; only speed differs. The measurements behind the ``auto`` rules are in
 docs/performance.md, "How `auto` chooses":
@@ -12,17 +12,21 @@ docs/performance.md, "How `auto` chooses":
   be built (`birnn.encoder.native`), in training and inference; without the kernel, in
   training or under bf16 autocast where oneDNN's matmul measures faster than the BLAS's
   (`birnn.encoder.gru.onednn_is_faster`); PyTorch's elsewhere.
+- ``lstm``: birnn's LSTM recurrence on CPU, unless ``ragged="pack"`` or under bf16
+  autocast, where its C loop runs (`birnn.encoder.lstm.loop_available`), in training and
+  inference; PyTorch's elsewhere (``lstm="birnn"`` too: the loop is the only form it has).
 - ``directions``: the two directions on two threads for GRU layers that PyTorch's
   recurrence runs, in training on CPU with two or more intra-op threads, for batches of at
   least `AUTO_CONCURRENT_MIN_STEPS` steps, unless ``ragged="pack"``; serial otherwise.
 - ``ragged``: a batch of unequal lengths runs padded, reversed within lengths, on CPU in
   training or with an LSTM layer; packed otherwise. A full batch runs padded as is.
-  birnn's GRU and concurrent directions run padded only, so a stack using either reverses
-  every layer (full batches too).
+  birnn's recurrences and concurrent directions run padded only, so a stack using any of
+  them reverses every layer (full batches too).
 
 While the model is being exported or traced (`exporting`) the plan is the plain exportable
 one, whatever the options: layer by layer, padded and reversed within lengths (no packing,
-full batches included, so the graph takes any lengths), PyTorch's GRU, serial directions.
+full batches included, so the graph takes any lengths), PyTorch's GRU and LSTM, serial
+directions.
 """
 
 from __future__ import annotations
