@@ -161,6 +161,22 @@ def twin(model, impl, ragged=None, gru=None, directions=None, lstm=None):
     return other.train(model.training)
 
 
+def module_twins(cls, count, width, hidden):
+    """`count` unidirectional `cls` (nn.LSTM, nn.GRU) modules and a copy of each with the same
+    weights."""
+    modules = [cls(width, hidden) for _ in range(count)]
+    copies = [cls(width, hidden) for _ in range(count)]
+    for copy, module in zip(copies, modules, strict=True):
+        copy.load_state_dict(module.state_dict())
+    return modules, copies
+
+
+def assert_same_parameter_gradients(got_modules, want_modules, atol=1e-5):
+    for got, want in zip(got_modules, want_modules, strict=True):
+        for (name, a), b in zip(want.named_parameters(), got.parameters(), strict=True):
+            torch.testing.assert_close(b.grad, a.grad, atol=atol, rtol=0, msg=name)
+
+
 def stack_merges(mode, num_layers):
     """`mode` on every layer; `none` only on the last one (concat before it)."""
     if mode == "none":

@@ -15,9 +15,11 @@ import torch.nn.functional as F
 from test_encoder import (
     INPUT,
     assert_close,
+    assert_same_parameter_gradients,
     assert_same_stack,
     assert_same_values_and_gradients,
     batch_input,
+    module_twins,
     twin,
 )
 
@@ -160,7 +162,7 @@ def test_recurrence_gradients_equal_nn_gru_in_float32(steps, dirs, threads, monk
             pytest.skip("the thread count matters to the C loop only")
         monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
     t, batch, width, hidden = 7, 4, 5, 6
-    modules = [torch.nn.GRU(width, hidden) for _ in range(dirs)]
+    modules, copies = module_twins(torch.nn.GRU, dirs, width, hidden)
     x = torch.randn(t, batch, width)
     grad_out = torch.randn(t, dirs, batch, hidden)
 
@@ -169,9 +171,6 @@ def test_recurrence_gradients_equal_nn_gru_in_float32(steps, dirs, threads, monk
     want.backward(grad_out)
 
     x_own = x.clone().requires_grad_(True)
-    copies = [torch.nn.GRU(width, hidden) for _ in range(dirs)]
-    for copy, m in zip(copies, modules, strict=True):
-        copy.load_state_dict(m.state_dict())
     gates = torch.stack([F.linear(x_own, c.weight_ih_l0, c.bias_ih_l0) for c in copies], 1)
     assert gru.native_steps(gates, copies[0].weight_hh_l0, torch.float32) == (
         steps != "torch-ops")
@@ -180,9 +179,7 @@ def test_recurrence_gradients_equal_nn_gru_in_float32(steps, dirs, threads, monk
     got.backward(grad_out)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
     torch.testing.assert_close(x_own.grad, x_ref.grad, atol=1e-5, rtol=0)
-    for copy, m in zip(copies, modules, strict=True):
-        for (name, a), b in zip(m.named_parameters(), copy.parameters(), strict=True):
-            torch.testing.assert_close(b.grad, a.grad, atol=1e-5, rtol=0, msg=name)
+    assert_same_parameter_gradients(copies, modules)
 
 
 @pytest.mark.parametrize("transposed", [False, True])

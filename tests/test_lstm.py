@@ -10,7 +10,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_encoder import INPUT, assert_close, assert_same_stack, batch_input, twin
+from test_encoder import (
+    INPUT,
+    assert_close,
+    assert_same_parameter_gradients,
+    assert_same_stack,
+    batch_input,
+    module_twins,
+    twin,
+)
 
 from birnn import BiRNN
 from birnn.encoder import lstm, native, policy
@@ -30,7 +38,7 @@ def test_recurrence_gradients_equal_nn_lstm(dirs, threads, monkeypatch):
     if threads is not None:
         monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
     t, batch, width, hidden = 7, 4, 5, 6
-    modules = [torch.nn.LSTM(width, hidden) for _ in range(dirs)]
+    modules, copies = module_twins(torch.nn.LSTM, dirs, width, hidden)
     x = torch.randn(t, batch, width)
     grad_out = torch.randn(dirs, t, batch, hidden)
 
@@ -39,9 +47,6 @@ def test_recurrence_gradients_equal_nn_lstm(dirs, threads, monkeypatch):
     want.backward(grad_out)
 
     x_own = x.clone().requires_grad_(True)
-    copies = [torch.nn.LSTM(width, hidden) for _ in range(dirs)]
-    for copy, m in zip(copies, modules, strict=True):
-        copy.load_state_dict(m.state_dict())
 
     def stacked(name):
         return torch.stack([getattr(c, name) for c in copies])
@@ -51,9 +56,7 @@ def test_recurrence_gradients_equal_nn_lstm(dirs, threads, monkeypatch):
     got.backward(grad_out)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
     torch.testing.assert_close(x_own.grad, x_ref.grad, atol=1e-5, rtol=0)
-    for copy, m in zip(copies, modules, strict=True):
-        for (name, a), b in zip(m.named_parameters(), copy.parameters(), strict=True):
-            torch.testing.assert_close(b.grad, a.grad, atol=1e-5, rtol=0, msg=name)
+    assert_same_parameter_gradients(copies, modules)
 
 
 STACKS = [
