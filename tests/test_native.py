@@ -3,12 +3,15 @@ against PyTorch's GRU in `test_gru.py`."""
 
 from __future__ import annotations
 
+import ast
+import fnmatch
 import functools
 import logging
 import os
 import shutil
 
 import pytest
+from conftest import ROOT
 
 from birnn.encoder import native
 
@@ -196,3 +199,19 @@ def test_a_compiler_without_openmp_still_builds_the_loop(fresh, monkeypatch, tmp
                                   torch.stack([g.bias_hh_l0 for g in grus]), torch.float32)
         for k, g in enumerate(grus):
             torch.testing.assert_close(got[:, k], g(x)[0], atol=1e-5, rtol=0)
+
+
+def test_every_file_the_build_reads_is_package_data():
+    """An installed (non-editable) birnn compiles from its own package folder: every source
+    and header the build reads must be shipped with it."""
+    (line,) = [line for line in (ROOT / "pyproject.toml").read_text().splitlines()
+               if line.startswith('"birnn.encoder" = ')]
+    shipped = ast.literal_eval(line.split("=", 1)[1].strip())
+    for path in (native.SOURCE, native.LSTM_SOURCE, native.HEADER):
+        assert path.parent == ROOT / "src" / "birnn" / "encoder"
+        assert any(fnmatch.fnmatch(path.name, pattern) for pattern in shipped), path.name
+    # and the sources include nothing else of the package's
+    included = {line.split('"')[1] for line in
+                (native.SOURCE.read_text() + native.LSTM_SOURCE.read_text()).splitlines()
+                if line.startswith('#include "')}
+    assert included == {native.HEADER.name}
