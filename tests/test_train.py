@@ -38,7 +38,10 @@ def baseline():
     return unigram_baseline_f1()
 
 
-@pytest.mark.parametrize("merge", ["concat", "sum", "mul", "ave", "[concat,none]"])
+# concat and mul (the slowest to learn) in the default suite, about 20 s each; the other merges'
+# arithmetic is checked against a hand merge in test_encoder.py, their training on demand
+@pytest.mark.parametrize("merge", ["concat", "mul", *(pytest.param(m, marks=pytest.mark.slow)
+                                                      for m in ("sum", "ave", "[concat,none]"))])
 def test_sample_trains_above_baseline_for_each_merge(cfg_factory, merge, baseline):
     # 5 epochs at 2.5x the default rate: mul (a product of two tanh outputs, small gradients
     # at the start) is the slowest merge to learn on the sample (test F1 0.53 after 3 such
