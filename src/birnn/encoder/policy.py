@@ -54,7 +54,6 @@ STRATEGIES = (JOINT, REVERSED, CONCURRENT, BIRNN_GRU, BIRNN_GRU_CONCURRENT, BIRN
 AUTO_FUSED_DEVICES = frozenset({"cuda"})
 AUTO_REVERSE_DEVICES = frozenset({"cpu"})
 AUTO_BIRNN_GRU_DEVICES = frozenset({"cpu"})
-AUTO_BIRNN_LSTM_DEVICES = frozenset({"cpu"})
 # Devices where a layer's directions may run on two threads at all (`directions="concurrent"`
 # too): elsewhere one op already fills the device.
 CONCURRENT_DEVICES = frozenset({"cpu"})
@@ -118,7 +117,7 @@ def choose(options: EncoderSchema, device: torch.device, steps: int, ragged: boo
         options.gru == "auto" and kind in AUTO_BIRNN_GRU_DEVICES and options.ragged != "pack"
         and (native.gru_kernel() is not None
              or ((grad or _bf16_autocast(kind)) and gru_module.onednn_is_faster()))))
-    birnn_lstm = "lstm" in cells and _birnn_lstm(options, kind, grad)
+    birnn_lstm = "lstm" in cells and _birnn_lstm(options, kind)
     concurrent = _concurrent(options, kind, steps, grad, birnn_gru)
     layers = [BIRNN_LSTM if birnn_lstm and cell == "lstm"  # its C loop: a direction a thread
               else _strategy(on, birnn_gru and cell == "gru")
@@ -152,13 +151,13 @@ def _concurrent(options: EncoderSchema, kind: str, steps: int, grad: bool,
     return [cell == "gru" for cell in options.cells]
 
 
-def _birnn_lstm(options: EncoderSchema, kind: str, grad: bool) -> bool:
-    # birnn's LSTM recurrence where its C loop runs: CPU, fp32 matmuls, the kernel built and
-    # MKL in PyTorch's library (birnn.encoder.lstm; a non-fp32 batch falls back at the layer)
+def _birnn_lstm(options: EncoderSchema, kind: str) -> bool:
+    # birnn's LSTM recurrence (auto and birnn alike) wherever its C loop runs: CPU, fp32
+    # matmuls, the kernel built and MKL in PyTorch's library (birnn.encoder.lstm; a batch of
+    # another dtype falls back to PyTorch's LSTM at the layer), in training and inference
     if options.lstm == "torch" or options.ragged == "pack":
         return False
-    runs = kind == "cpu" and not _bf16_autocast(kind) and lstm_module.loop_available()
-    return runs and (options.lstm == "birnn" or kind in AUTO_BIRNN_LSTM_DEVICES)
+    return kind == "cpu" and not _bf16_autocast(kind) and lstm_module.loop_available()
 
 
 def _bf16_autocast(kind: str) -> bool:
