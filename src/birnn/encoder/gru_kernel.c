@@ -120,9 +120,9 @@ BACKWARD(bf16, bf16)
 
 /* The whole fp32 loop over the time steps, forward or backward, each direction on a thread
  * of its own as TensorFlow runs a bidirectional layer: the directions share nothing, so the
- * threads meet only at the end (each_direction). The per-step matmul is MKL's sgemm_ from
- * PyTorch's own library (its address passed in by native.py), MKL_SET_NUM_THREADS_LOCAL
- * giving each direction's thread `blas_threads` of its own. In Python the same loop runs one
+ * threads meet only at the end (each_direction, kernel.h). The per-step matmul is MKL's
+ * sgemm_ from PyTorch's own library (its address passed in by native.py), on the
+ * `blas_threads` MKL threads each direction's thread gets. In Python the same loop runs one
  * small op at a time over all threads (gru.py), which on 2 cores splits each 6-MFLOP matmul
  * in two and synchronises every step.
  *
@@ -132,22 +132,18 @@ BACKWARD(bf16, bf16)
  * (D, 3H, H), biases (D, 3H); with keep == 0 the forward keeps one step's gates. */
 
 struct loop {
-    long steps, dirs, batch, H, keep, d;
+    long steps, dirs, batch, H, keep;
     const float *gi, *w, *b, *zero, *grad_out;
     float *out, *rz, *n, *gh, *carry, *mm, *d_hh, *d_in;
     sgemm_fn gemm;
-    threads_fn local_threads;
-    int blas_threads;
 };
 
-static void *forward_direction(void *arg) {
+static void forward_direction(const void *arg, long d) {
     const struct loop *l = arg;
-    const long B = l->batch, H = l->H, D = l->dirs, d = l->d, W = 3 * H;
+    const long B = l->batch, H = l->H, D = l->dirs, W = 3 * H;
     const int m = (int)W, n = (int)B, k = (int)H;
     const float one = 1.0f;
-    const int none = 0;
     const float *w = l->w + d * W * H, *bias = l->b + d * W;
-    l->local_threads(&l->blas_threads);
     for (long t = 0; t < l->steps; t++) {
         const long kt = l->keep ? t : 0;
         float *gh = l->gh + (kt * D + d) * B * W;
@@ -158,19 +154,15 @@ static void *forward_direction(void *arg) {
                               l->rz + (kt * D + d) * B * 2 * H, l->n + (kt * D + d) * B * H,
                               l->out + (t * D + d) * B * H, NULL);
     }
-    l->local_threads(&none);  /* back to the process's setting */
-    return NULL;
 }
 
-static void *backward_direction(void *arg) {
+static void backward_direction(const void *arg, long d) {
     const struct loop *l = arg;
-    const long B = l->batch, H = l->H, D = l->dirs, d = l->d, W = 3 * H;
+    const long B = l->batch, H = l->H, D = l->dirs, W = 3 * H;
     const int m = (int)H, n = (int)B, k = (int)W;
     const float one = 1.0f, zero = 0.0f;
-    const int none = 0;
     const float *w = l->w + d * W * H;
     float *mm = l->mm + d * B * H, *carry = l->carry + d * B * H;
-    l->local_threads(&l->blas_threads);
     for (long t = l->steps - 1; t >= 0; t--) {
         const long at = t * D + d;
         float *d_hh = l->d_hh + at * B * W;
@@ -181,19 +173,6 @@ static void *backward_direction(void *arg) {
                                l->d_in + at * B * W, NULL);
         if (t) l->gemm("N", "N", &m, &n, &k, &one, w, &m, d_hh, &k, &zero, mm, &m);
     }
-    l->local_threads(&none);
-    return NULL;
-}
-
-/* Runs `body` for every direction, up to `threads` at once (each_job, kernel.h). */
-static void each_direction(void *(*body)(void *), const struct loop *proto, long threads) {
-    struct loop jobs[MAX_DIRS];
-    const long dirs = proto->dirs < MAX_DIRS ? proto->dirs : MAX_DIRS;
-    for (long d = 0; d < dirs; d++) {
-        jobs[d] = *proto;
-        jobs[d].d = d;
-    }
-    each_job(body, jobs, sizeof jobs[0], dirs, threads);
 }
 
 void birnn_gru_forward_loop_f32(long steps, long dirs, long batch, long H, long keep,
@@ -203,10 +182,9 @@ void birnn_gru_forward_loop_f32(long steps, long dirs, long batch, long H, long 
                                 long blas_threads) {
     struct loop l = {.steps = steps, .dirs = dirs, .batch = batch, .H = H, .keep = keep,
                      .gi = gi, .w = w, .b = b, .zero = zero, .out = out, .rz = rz, .n = n,
-                     .gh = gh, .gemm = (sgemm_fn)gemm,
-                     .local_threads = (threads_fn)local_threads,
-                     .blas_threads = (int)blas_threads};
-    each_direction(forward_direction, &l, threads);
+                     .gh = gh, .gemm = (sgemm_fn)gemm};
+    each_direction(forward_direction, &l, dirs, threads, (threads_fn)local_threads,
+                   (int)blas_threads);
 }
 
 void birnn_gru_backward_loop_f32(long steps, long dirs, long batch, long H, float *rz,
@@ -218,8 +196,7 @@ void birnn_gru_backward_loop_f32(long steps, long dirs, long batch, long H, floa
     struct loop l = {.steps = steps, .dirs = dirs, .batch = batch, .H = H, .rz = rz, .n = n,
                      .gh = gh, .out = out, .zero = zero, .w = w,
                      .grad_out = grad_out, .carry = carry, .mm = mm, .d_hh = d_hh,
-                     .d_in = d_in, .gemm = (sgemm_fn)gemm,
-                     .local_threads = (threads_fn)local_threads,
-                     .blas_threads = (int)blas_threads};
-    each_direction(backward_direction, &l, threads);
+                     .d_in = d_in, .gemm = (sgemm_fn)gemm};
+    each_direction(backward_direction, &l, dirs, threads, (threads_fn)local_threads,
+                   (int)blas_threads);
 }

@@ -4,7 +4,6 @@
 #ifndef BIRNN_KERNEL_H
 #define BIRNN_KERNEL_H
 
-#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -43,20 +42,27 @@ typedef void (*sgemm_fn)(const char *, const char *, const int *, const int *, c
                          const int *, const float *, float *, const int *);
 typedef int (*threads_fn)(const int *);
 
-enum { MAX_DIRS = 8 };
+typedef void (*direction_fn)(const void *loop, long d);
 
-/* Runs body(jobs + i * size) for i < count, up to `threads` at once. OpenMP's threads, not
- * threads of our own: the library links the libgomp PyTorch has loaded, so the directions
- * run on the pool PyTorch's own ops use. A thread of our own found that pool's threads
- * spinning after PyTorch's last parallel op, on the core it needed. */
-static void each_job(void *(*body)(void *), void *jobs, size_t size, long count,
-                     long threads) {
+/* Runs body(loop, d) for every direction d < dirs, up to `threads` at once, each with
+ * `blas_threads` MKL threads of its own (MKL_SET_NUM_THREADS_LOCAL, set back to the
+ * process's setting after). OpenMP's threads, not threads of our own: the library links the
+ * libgomp PyTorch has loaded, so the directions run on the pool PyTorch's own ops use. A
+ * thread of our own found that pool's threads spinning after PyTorch's last parallel op, on
+ * the core it needed. */
+static void each_direction(direction_fn body, const void *loop, long dirs, long threads,
+                           threads_fn local_threads, int blas_threads) {
+    const int process_setting = 0;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads((int)threads) schedule(static, 1)
 #else
     (void)threads;  /* a compiler without OpenMP: the directions run in turn */
 #endif
-    for (long i = 0; i < count; i++) body((char *)jobs + i * size);
+    for (long d = 0; d < dirs; d++) {
+        local_threads(&blas_threads);
+        body(loop, d);
+        local_threads(&process_setting);
+    }
 }
 
 #endif

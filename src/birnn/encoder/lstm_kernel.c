@@ -17,12 +17,10 @@
 #include "kernel.h"
 
 struct lstm_loop {
-    long steps, dirs, batch, H, d;
+    long steps, dirs, batch, H;
     const float *w, *zero, *grad_out;
     float *gates, *h, *c, *carry, *mm, *d_gates;
     sgemm_fn gemm;
-    threads_fn local_threads;
-    int blas_threads;
 };
 
 /* Forward step for `rows` rows: a (rows, 4H), the gates' pre-activations, becomes the
@@ -77,14 +75,12 @@ static void lstm_backward_step(long rows, long H, const float *restrict a,
     }
 }
 
-static void *lstm_forward_direction(void *arg) {
+static void lstm_forward_direction(const void *arg, long d) {
     const struct lstm_loop *l = arg;
-    const long B = l->batch, H = l->H, T = l->steps, d = l->d, G = 4 * H;
+    const long B = l->batch, H = l->H, T = l->steps, G = 4 * H;
     const int m = (int)G, n = (int)B, k = (int)H;
     const float one = 1.0f;
-    const int none = 0;
     const float *w = l->w + d * G * H;
-    l->local_threads(&l->blas_threads);
     for (long t = 0; t < l->steps; t++) {
         const long at = d * T + t, before = at - 1;  /* (D, T, ...) arrays */
         float *a = l->gates + at * B * G;  /* W_i x + b, to become the activated gates */
@@ -94,20 +90,16 @@ static void *lstm_forward_direction(void *arg) {
         if (t) l->gemm("T", "N", &m, &n, &k, &one, w, &k, h_prev, &k, &one, a, &m);
         lstm_forward_step(B, H, a, c_prev, c, h);
     }
-    l->local_threads(&none);  /* back to the process's setting */
-    return NULL;
 }
 
 /* From the last step down (lstm_backward_step). */
-static void *lstm_backward_direction(void *arg) {
+static void lstm_backward_direction(const void *arg, long d) {
     const struct lstm_loop *l = arg;
-    const long B = l->batch, H = l->H, T = l->steps, d = l->d, G = 4 * H;
+    const long B = l->batch, H = l->H, T = l->steps, G = 4 * H;
     const int m = (int)H, n = (int)B, k = (int)G;
     const float one = 1.0f, zero = 0.0f;
-    const int none = 0;
     const float *w = l->w + d * G * H;
     float *mm = l->mm + d * B * H, *carry = l->carry + d * B * H;
-    l->local_threads(&l->blas_threads);
     for (long t = l->steps - 1; t >= 0; t--) {
         const long at = d * T + t;  /* (D, T, ...) arrays */
         const float *a = l->gates + at * B * G, *c = l->c + at * B * H;
@@ -117,19 +109,6 @@ static void *lstm_backward_direction(void *arg) {
         lstm_backward_step(B, H, a, c, c_prev, go, mm, carry, dg_all);
         if (t) l->gemm("N", "N", &m, &n, &k, &one, w, &m, dg_all, &k, &zero, mm, &m);
     }
-    l->local_threads(&none);
-    return NULL;
-}
-
-static void lstm_each_direction(void *(*body)(void *), const struct lstm_loop *proto,
-                                long threads) {
-    struct lstm_loop jobs[MAX_DIRS];
-    const long dirs = proto->dirs < MAX_DIRS ? proto->dirs : MAX_DIRS;
-    for (long d = 0; d < dirs; d++) {
-        jobs[d] = *proto;
-        jobs[d].d = d;
-    }
-    each_job(body, jobs, sizeof jobs[0], dirs, threads);
 }
 
 /* h, c (D, T, B, H) from gates (D, T, B, 4H), the input gates W_i x + b_i + b_h, which
@@ -140,9 +119,9 @@ void birnn_lstm_forward_loop_f32(long steps, long dirs, long batch, long H, floa
                                  long blas_threads) {
     struct lstm_loop l = {.steps = steps, .dirs = dirs, .batch = batch, .H = H,
                           .gates = gates, .w = w, .zero = zero, .h = h, .c = c,
-                          .gemm = (sgemm_fn)gemm, .local_threads = (threads_fn)local_threads,
-                          .blas_threads = (int)blas_threads};
-    lstm_each_direction(lstm_forward_direction, &l, threads);
+                          .gemm = (sgemm_fn)gemm};
+    each_direction(lstm_forward_direction, &l, dirs, threads, (threads_fn)local_threads,
+                   (int)blas_threads);
 }
 
 /* d_gates (D, T, B, 4H) from grad_out (D, T, B, H); carry and mm: (D, B, H) zeros. */
@@ -154,7 +133,7 @@ void birnn_lstm_backward_loop_f32(long steps, long dirs, long batch, long H, con
     struct lstm_loop l = {.steps = steps, .dirs = dirs, .batch = batch, .H = H, .gates =
                           (float *)gates, .c = (float *)c, .zero = zero, .w = w,
                           .grad_out = grad_out, .carry = carry, .mm = mm, .d_gates = d_gates,
-                          .gemm = (sgemm_fn)gemm, .local_threads = (threads_fn)local_threads,
-                          .blas_threads = (int)blas_threads};
-    lstm_each_direction(lstm_backward_direction, &l, threads);
+                          .gemm = (sgemm_fn)gemm};
+    each_direction(lstm_backward_direction, &l, dirs, threads, (threads_fn)local_threads,
+                   (int)blas_threads);
 }
