@@ -65,9 +65,9 @@ def candidates(cfg: Config, input_size: int, seed: int,
     if "gru" in cells:  # the GRU recurrence `gru="auto"` does not take here, for comparison
         other = other_gru(cfg, input_size, steps)
         builders[other] = birnn("layered", gru=GRU_OPTION[other])
-    if "lstm" in cells and paths.auto_lstm(input_size, cfg.hidden, cells, cfg.merge,
-                                           torch.device(cfg.device), steps,
-                                           cfg.lengths == "ragged") == "birnn":
+    if "lstm" in cells and paths.auto_recurrence("lstm", input_size, cfg.hidden, cells,
+                                                 cfg.merge, torch.device(cfg.device), steps,
+                                                 cfg.lengths == "ragged") == "birnn":
         builders["birnn-torch-lstm"] = birnn("layered", lstm="torch")  # what birnn's is worth
     if cfg.device == "cpu":
         builders["birnn-concurrent"] = birnn("layered", directions="concurrent")
@@ -85,8 +85,9 @@ def other_gru(cfg: Config, input_size: int, steps: int) -> str:
     """`birnn-torch-gru` where `gru="auto"` runs birnn's GRU recurrence for `cfg` (on CPU, where
     its C kernel could be built or oneDNN's matmul is the faster), else `birnn-own-gru`."""
     cells = layer_cells(cfg.cell, cfg.layers)
-    return OTHER_GRU[paths.auto_gru(input_size, cfg.hidden, cells, cfg.merge,
-                                    torch.device(cfg.device), steps, cfg.lengths == "ragged")]
+    return OTHER_GRU[paths.auto_recurrence("gru", input_size, cfg.hidden, cells, cfg.merge,
+                                           torch.device(cfg.device), steps,
+                                           cfg.lengths == "ragged")]
 
 
 def auto_choice(cfg: Config, input_size: int, steps: int) -> str:

@@ -20,32 +20,33 @@ from birnn.encoder import lstm as birnn_lstm
 from birnn.encoder import native, policy
 
 
+def _training_plan(input_size: int, hidden: int, cells: list[str], merge: str,
+                   device: torch.device, steps: int, ragged: bool, impl: str) -> policy.Plan:
+    """The plan a training step of this stack follows on `device` for a batch of `steps` time
+    steps of unequal lengths (`ragged`) or not."""
+    enc = BiRNN(input_size, hidden, cells, len(cells), merge, impl=impl)
+    with torch.enable_grad():
+        return enc.plan(device, steps, ragged)
+
+
 def auto_impl(input_size: int, hidden: int, cells: list[str], merge: str,
               device: torch.device, steps: int, ragged: bool) -> str:
-    """`"fused"` or `"layered"`: what `BiRNN(impl="auto")` runs for this stack on `device`,
-    in training, for a batch of `steps` time steps of unequal lengths (`ragged`) or not."""
-    enc = BiRNN(input_size, hidden, cells, len(cells), merge, impl="auto")
-    with torch.enable_grad():
-        return "fused" if enc.plan(device, steps, ragged).fused else "layered"
+    """`"fused"` or `"layered"`: what `BiRNN(impl="auto")` runs for this stack in training."""
+    plan = _training_plan(input_size, hidden, cells, merge, device, steps, ragged, "auto")
+    return "fused" if plan.fused else "layered"
 
 
-def auto_gru(input_size: int, hidden: int, cells: list[str], merge: str,
-             device: torch.device, steps: int, ragged: bool) -> str:
-    """`"birnn"` or `"torch"`: the GRU recurrence the layer-by-layer stack with `gru="auto"`
-    runs on `device`, in training (the same in inference where the C kernel builds)."""
-    enc = BiRNN(input_size, hidden, cells, len(cells), merge, impl="layered")
-    with torch.enable_grad():
-        return "birnn" if enc.plan(device, steps, ragged).birnn_gru else "torch"
+# the strategies that run birnn's own recurrence of each cell
+OWN_RECURRENCE = {"gru": (policy.BIRNN_GRU, policy.BIRNN_GRU_CONCURRENT),
+                  "lstm": (policy.BIRNN_LSTM,)}
 
 
-def auto_lstm(input_size: int, hidden: int, cells: list[str], merge: str,
-              device: torch.device, steps: int, ragged: bool) -> str:
-    """`"birnn"` or `"torch"`: the LSTM recurrence the layer-by-layer stack with
-    `lstm="auto"` runs on `device` in training."""
-    enc = BiRNN(input_size, hidden, cells, len(cells), merge, impl="layered")
-    with torch.enable_grad():
-        layers = enc.plan(device, steps, ragged).layers
-    return "birnn" if policy.BIRNN_LSTM in layers else "torch"
+def auto_recurrence(cell: str, input_size: int, hidden: int, cells: list[str], merge: str,
+                    device: torch.device, steps: int, ragged: bool) -> str:
+    """`"birnn"` or `"torch"`: the recurrence of the `cell` layers (`"gru"`, `"lstm"`) that the
+    layer-by-layer stack with `gru="auto"` and `lstm="auto"` runs in training."""
+    plan = _training_plan(input_size, hidden, cells, merge, device, steps, ragged, "layered")
+    return "birnn" if set(plan.layers) & set(OWN_RECURRENCE[cell]) else "torch"
 
 
 def lstm_runtime() -> dict[str, str]:
